@@ -1,0 +1,46 @@
+# memlab — the two commands a user needs are `make demo` and `make test`; both create .venv on first use.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.py))
+
+.PHONY: help venv demo test test-unit test-notebooks notebooks bench clean
+
+help:
+	@echo "make demo            create .venv if needed, then run the main job (python -m memlab compare)"
+	@echo "make test            create .venv if needed, then run every test (unit, Triton interpreter, nbval)"
+	@echo "make notebooks       re-execute every notebook in full mode and refresh the committed .ipynb"
+	@echo "make bench           kernel benchmarks (kernels/bench.py)"
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --disable-pip-version-check -q -e ".[test]"
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m memlab compare
+
+# Unit and kernel tests: with no GPU, tests/conftest.py turns on TRITON_INTERPRET=1 so Triton kernels run on the CPU.
+test-unit: $(STAMP)
+	MPLBACKEND=Agg $(PY) -m pytest -q tests
+
+# nbval runs the committed, executed notebooks in fast mode (MEMLAB_FAST=1 shrinks sizes in each first cell).
+test-notebooks: $(STAMP)
+	MEMLAB_FAST=1 $(PY) -m pytest -q --nbval-lax --nbval-current-env -p no:cacheprovider notebooks
+
+test: test-unit test-notebooks
+
+notebooks: $(STAMP)
+	@for nb in $(NOTEBOOKS); do \
+	  echo "executing $$nb"; \
+	  $(VENV)/bin/jupytext --set-kernel python3 --to ipynb --execute $$nb || exit 1; \
+	done
+
+bench: $(STAMP)
+	$(PY) kernels/bench.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,35 @@
+"""memlab — a lab for memory layers: MemoryFormer hash tables and product-key memories on one gather primitive.
+
+Public API (notebooks, the CLI and external checks import exactly these names):
+
+    embedding_bag                      the reading primitive: weighted row-gather-and-sum
+    HashMemory, MemoryBlock            MemoryFormer's Memory Layer and FFN replacement
+    ProductKeyMemory, MemoryPlus,
+    SharedValues                       product-key memory, Memory+, a value pool shared across layers
+    flops, stats, hashing,
+    product_keys                       paper formulas, usage statistics, the addressing equations
+"""
+from . import flops, hashing, product_keys, stats
+from .embedding_bag import embedding_bag
+from .env import environment_report, fast_mode
+from .hash_memory import HashMemory
+from .memory_block import MemoryBlock
+from .memory_plus import MemoryPlus
+from .pkm import ProductKeyMemory, SharedValues
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "embedding_bag",
+    "HashMemory",
+    "MemoryBlock",
+    "ProductKeyMemory",
+    "MemoryPlus",
+    "SharedValues",
+    "flops",
+    "stats",
+    "hashing",
+    "product_keys",
+    "fast_mode",
+    "environment_report",
+]

@@ -1,0 +1,120 @@
+"""The one reading primitive: a weighted EmbeddingBag.
+
+Both memory layers end in the same step (papers.md §C): given row ``indices`` and ``weights`` of shape (..., B), read
+``B`` rows of a table and sum them, each scaled by its weight::
+
+    out[n, :] = sum_j  weights[n, j] * table[indices[n, j], :]
+
+MemoryFormer's bag holds the K hashed rows (one per table) weighted by p(z_k); a product-key memory's bag holds the
+heads × top-k selected values weighted by their softmax scores.
+"""
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+import torch.nn.functional as F
+
+from . import kernels
+
+BACKENDS = ("auto", "torch", "triton")
+
+
+def resolve_backend(backend: str, table: torch.Tensor) -> str:
+    """Map ``"auto"`` to a concrete backend: Triton on CUDA tensors when triton is installed, else torch.
+
+    The environment variable ``MEMLAB_BACKEND`` (torch|triton) overrides ``"auto"``.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend={backend!r} is not one of {BACKENDS}")
+    if backend == "auto":
+        backend = os.environ.get("MEMLAB_BACKEND", "auto")
+        if backend not in BACKENDS:
+            raise ValueError(f"MEMLAB_BACKEND={backend!r} is not one of {BACKENDS}")
+    if backend == "auto":
+        return "triton" if (table.is_cuda and kernels.triton_available()) else "torch"
+    if backend == "triton":
+        kernels.require_triton(table)
+    return backend
+
+
+def check_bag_arguments(table, indices, weights) -> None:
+    """Validate the (table, indices, weights) triple; raises one TypeError/ValueError naming the fix."""
+    if not isinstance(table, torch.Tensor) or table.dim() != 2:
+        shape = tuple(table.shape) if isinstance(table, torch.Tensor) else type(table).__name__
+        raise ValueError(f"table must be a 2-D tensor (rows, dim), got {shape}")
+    if not table.is_floating_point():
+        raise TypeError(f"table must be floating point, got dtype={table.dtype}")
+    if not isinstance(indices, torch.Tensor) or indices.dtype not in (torch.int32, torch.int64):
+        got = indices.dtype if isinstance(indices, torch.Tensor) else type(indices).__name__
+        raise TypeError(f"indices must be an int32 or int64 tensor, got {got}; use indices.long()")
+    if indices.dim() == 0:
+        raise ValueError("indices must have shape (..., bag_size), got a scalar; use indices.view(1, 1)")
+    if weights is not None:
+        if not isinstance(weights, torch.Tensor) or not weights.is_floating_point():
+            got = weights.dtype if isinstance(weights, torch.Tensor) else type(weights).__name__
+            raise TypeError(f"weights must be a floating-point tensor, got {got}")
+        if weights.shape != indices.shape:
+            raise ValueError(
+                f"weights must have the shape of indices, got weights {tuple(weights.shape)} "
+                f"and indices {tuple(indices.shape)}"
+            )
+        if weights.device != table.device:
+            raise ValueError(f"weights are on {weights.device} but table is on {table.device}; move them together")
+    if indices.device != table.device:
+        raise ValueError(f"indices are on {indices.device} but table is on {table.device}; move them together")
+    if indices.numel():
+        lo, hi = int(indices.min()), int(indices.max())
+        if lo < 0 or hi >= table.shape[0]:
+            raise ValueError(
+                f"indices must lie in [0, {table.shape[0]}) for a table of {table.shape[0]} rows, "
+                f"got values in [{lo}, {hi}]"
+            )
+
+
+def embedding_bag_torch(table: torch.Tensor, indices2d: torch.Tensor, weights2d: torch.Tensor) -> torch.Tensor:
+    """Reference backend: ``F.embedding_bag(mode="sum")`` on (bags, B) indices with per-sample weights."""
+    if indices2d.shape[1] == 0:  # empty bags sum to zero; F.embedding_bag rejects an (n, 0) input
+        return weights2d.to(table.dtype) @ table[:0]  # (n, 0) @ (0, dim): zeros that stay in the autograd graph
+    return F.embedding_bag(
+        indices2d, table, mode="sum", per_sample_weights=weights2d.to(table.dtype)
+    )
+
+
+def embedding_bag(
+    table: torch.Tensor,
+    indices: torch.Tensor,
+    weights: torch.Tensor | None = None,
+    backend: str = "auto",
+    *,
+    check: bool = True,
+) -> torch.Tensor:
+    """Weighted row-gather-and-sum: ``out[..., :] = Σ_j weights[..., j] · table[indices[..., j], :]``.
+
+    Args:
+        table: (rows, dim) floating tensor (fp32/fp16/bf16/fp64). Differentiable.
+        indices: (..., B) int32/int64 row ids in [0, rows). Duplicates within and across bags are allowed.
+        weights: (..., B) floating per-sample weights, or None for all ones. Differentiable.
+        backend: "torch" (``F.embedding_bag``), "triton" (memlab's kernels, CUDA or ``TRITON_INTERPRET=1``), or
+            "auto" (Triton on CUDA when triton is installed, torch otherwise; ``MEMLAB_BACKEND`` overrides).
+        check: validate shapes, dtypes and the index range (one device sync). Layers that build their own indices
+            pass ``check=False``.
+
+    Returns:
+        (..., dim) tensor in ``table.dtype``.
+    """
+    if check:
+        check_bag_arguments(table, indices, weights)
+    if weights is None:
+        weights = torch.ones(indices.shape, dtype=table.dtype, device=table.device)
+    lead = indices.shape[:-1]
+    bag = indices.shape[-1]
+    n_bags = math.prod(lead)
+    indices2d = indices.reshape(n_bags, bag)
+    weights2d = weights.reshape(n_bags, bag)
+    if resolve_backend(backend, table) == "triton":
+        out = kernels.embedding_bag_triton(table, indices2d, weights2d)
+    else:
+        out = embedding_bag_torch(table, indices2d, weights2d)
+    return out.reshape(*lead, table.shape[1])

@@ -1,0 +1,51 @@
+"""Triton kernels behind ``memlab.embedding_bag(backend="triton")``.
+
+triton is optional: on macOS (no wheels) or without it, ``triton_available()`` is False and memlab uses its torch
+backend. The kernels run on CUDA tensors, or on CPU tensors under the Triton interpreter — set ``TRITON_INTERPRET=1``
+*before* the first kernel is used (Triton reads it when the kernels are decorated).
+"""
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+
+import torch
+
+
+@functools.lru_cache(maxsize=None)
+def triton_available() -> bool:
+    """True when the ``triton`` package can be imported."""
+    if importlib.util.find_spec("triton") is None:
+        return False
+    try:
+        import triton  # noqa: F401
+    except Exception:  # a broken install counts as absent; the torch backend still works
+        return False
+    return True
+
+
+def interpreter_enabled() -> bool:
+    """True when Triton kernels run on the CPU through the interpreter (``TRITON_INTERPRET=1``)."""
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def require_triton(table: torch.Tensor) -> None:
+    """Raise a clear error when the Triton backend cannot run on ``table``'s device."""
+    if not triton_available():
+        raise RuntimeError(
+            "backend='triton' needs the triton package, which is not installed here (it has no macOS wheels); "
+            "use backend='torch' or backend='auto'"
+        )
+    if not table.is_cuda and not interpreter_enabled():
+        raise RuntimeError(
+            f"backend='triton' needs a CUDA tensor, got a tensor on {table.device}; to run the kernels on the CPU "
+            "set TRITON_INTERPRET=1 before importing memlab, or use backend='torch'"
+        )
+
+
+def embedding_bag_triton(table: torch.Tensor, indices2d: torch.Tensor, weights2d: torch.Tensor) -> torch.Tensor:
+    """Differentiable weighted EmbeddingBag through memlab's Triton kernels; (bags, B) in, (bags, dim) out."""
+    from .embedding_bag import TritonEmbeddingBag
+
+    return TritonEmbeddingBag.apply(table, indices2d, weights2d)

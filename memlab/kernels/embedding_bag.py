@@ -1,0 +1,138 @@
+"""Triton kernels for the weighted EmbeddingBag: forward gather-sum and its backward.
+
+Layout: ``indices`` and ``weights`` are contiguous (bags, B); ``table`` is contiguous (rows, dim).
+
+forward   out[n, :]         = Σ_j w[n, j] · table[idx[n, j], :]
+backward  grad_table[r, :]  = Σ_{(n, j): idx[n, j] = r} w[n, j] · grad_out[n, :]      (scatter-add: atomics)
+          grad_w[n, j]      = ⟨grad_out[n, :], table[idx[n, j], :]⟩
+
+Each program owns one bag and loads a [BLOCK_B × BLOCK_D] tile of rows at once, so many rows are in flight;
+accumulation is in fp32 (fp64 for fp64 tables, so gradcheck can run on the kernels). Row offsets are int64.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from . import interpreter_enabled
+
+
+@triton.jit
+def _bag_forward_kernel(
+    table_ptr, idx_ptr, w_ptr, out_ptr,
+    bag_size, dim,
+    BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr, ACC_DTYPE: tl.constexpr,
+):
+    bag = tl.program_id(0).to(tl.int64)
+    offs_d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+    mask_d = offs_d < dim
+    acc = tl.zeros([BLOCK_D], dtype=ACC_DTYPE)
+    for start in range(0, bag_size, BLOCK_B):
+        offs_b = start + tl.arange(0, BLOCK_B)
+        mask_b = offs_b < bag_size
+        rows = tl.load(idx_ptr + bag * bag_size + offs_b, mask=mask_b, other=0).to(tl.int64)
+        w = tl.load(w_ptr + bag * bag_size + offs_b, mask=mask_b, other=0.0).to(ACC_DTYPE)
+        tile = tl.load(
+            table_ptr + rows[:, None] * dim + offs_d[None, :],
+            mask=mask_b[:, None] & mask_d[None, :], other=0.0,
+        ).to(ACC_DTYPE)
+        acc += tl.sum(tile * w[:, None], axis=0)
+    tl.store(out_ptr + bag * dim + offs_d, acc.to(out_ptr.dtype.element_ty), mask=mask_d)
+
+
+@triton.jit
+def _bag_backward_kernel(
+    table_ptr, idx_ptr, w_ptr, grad_out_ptr, grad_table_ptr, grad_w_ptr,
+    bag_size, dim,
+    BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr, ACC_DTYPE: tl.constexpr,
+    NEED_TABLE_GRAD: tl.constexpr, NEED_WEIGHT_GRAD: tl.constexpr,
+):
+    bag = tl.program_id(0).to(tl.int64)
+    for start in range(0, bag_size, BLOCK_B):
+        offs_b = start + tl.arange(0, BLOCK_B)
+        mask_b = offs_b < bag_size
+        rows = tl.load(idx_ptr + bag * bag_size + offs_b, mask=mask_b, other=0).to(tl.int64)
+        w = tl.load(w_ptr + bag * bag_size + offs_b, mask=mask_b, other=0.0).to(ACC_DTYPE)
+        grad_w = tl.zeros([BLOCK_B], dtype=ACC_DTYPE)
+        for d0 in range(0, dim, BLOCK_D):
+            offs_d = d0 + tl.arange(0, BLOCK_D)
+            mask_d = offs_d < dim
+            mask = mask_b[:, None] & mask_d[None, :]
+            g = tl.load(grad_out_ptr + bag * dim + offs_d, mask=mask_d, other=0.0).to(ACC_DTYPE)
+            if NEED_TABLE_GRAD:
+                tl.atomic_add(grad_table_ptr + rows[:, None] * dim + offs_d[None, :], w[:, None] * g[None, :], mask=mask)
+            if NEED_WEIGHT_GRAD:
+                tile = tl.load(table_ptr + rows[:, None] * dim + offs_d[None, :], mask=mask, other=0.0).to(ACC_DTYPE)
+                grad_w += tl.sum(tile * g[None, :], axis=1)
+        if NEED_WEIGHT_GRAD:
+            tl.store(grad_w_ptr + bag * bag_size + offs_b, grad_w, mask=mask_b)
+
+
+def _acc_dtype(dtype: torch.dtype):
+    return (tl.float64, torch.float64) if dtype == torch.float64 else (tl.float32, torch.float32)
+
+
+def _block_sizes(bag_size: int, dim: int) -> tuple[int, int]:
+    """Tile shape. The interpreter pays per program, so it gets the widest tiles; GPUs get 128-column tiles."""
+    max_d = 1024 if interpreter_enabled() else 128
+    block_d = min(triton.next_power_of_2(max(dim, 1)), max_d)
+    block_b = min(triton.next_power_of_2(max(bag_size, 1)), 32)
+    return block_b, block_d
+
+
+def bag_forward(table: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Launch the forward kernel on contiguous (rows, dim), (bags, B), (bags, B); returns (bags, dim)."""
+    n_bags, bag_size = indices.shape
+    dim = table.shape[1]
+    out = torch.empty(n_bags, dim, dtype=table.dtype, device=table.device)
+    if n_bags == 0 or dim == 0:
+        return out
+    block_b, block_d = _block_sizes(bag_size, dim)
+    acc_tl, _ = _acc_dtype(table.dtype)
+    grid = (n_bags, triton.cdiv(dim, block_d))
+    _bag_forward_kernel[grid](
+        table, indices, weights, out, bag_size, dim, BLOCK_B=block_b, BLOCK_D=block_d, ACC_DTYPE=acc_tl
+    )
+    return out
+
+
+def bag_backward(table, indices, weights, grad_out, need_table_grad=True, need_weight_grad=True):
+    """Gradients of ``bag_forward``: (grad_table or None, grad_weights or None)."""
+    n_bags, bag_size = indices.shape
+    rows, dim = table.shape
+    acc_tl, acc_torch = _acc_dtype(table.dtype)
+    grad_table = torch.zeros(rows, dim, dtype=acc_torch, device=table.device) if need_table_grad else None
+    grad_w = torch.zeros(n_bags, bag_size, dtype=acc_torch, device=table.device) if need_weight_grad else None
+    if n_bags and bag_size and dim:
+        block_b, block_d = _block_sizes(bag_size, dim)
+        _bag_backward_kernel[(n_bags,)](
+            table, indices, weights, grad_out.contiguous(),
+            grad_table if need_table_grad else table, grad_w if need_weight_grad else weights,
+            bag_size, dim, BLOCK_B=block_b, BLOCK_D=block_d, ACC_DTYPE=acc_tl,
+            NEED_TABLE_GRAD=need_table_grad, NEED_WEIGHT_GRAD=need_weight_grad,
+        )
+    if grad_table is not None:
+        grad_table = grad_table.to(table.dtype)
+    if grad_w is not None:
+        grad_w = grad_w.to(weights.dtype)
+    return grad_table, grad_w
+
+
+class TritonEmbeddingBag(torch.autograd.Function):
+    """Autograd wrapper: forward and backward both run memlab's Triton kernels."""
+
+    @staticmethod
+    def forward(ctx, table, indices, weights):
+        table, indices, weights = table.contiguous(), indices.contiguous(), weights.contiguous()
+        ctx.save_for_backward(table, indices, weights)
+        return bag_forward(table, indices, weights)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        table, indices, weights = ctx.saved_tensors
+        grad_table, grad_w = bag_backward(
+            table, indices, weights, grad_out,
+            need_table_grad=ctx.needs_input_grad[0], need_weight_grad=ctx.needs_input_grad[2],
+        )
+        return grad_table, None, grad_w
