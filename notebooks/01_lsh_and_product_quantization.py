@@ -1,0 +1,374 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 01 — Locality-sensitive hashing and product quantization
+#
+# Both memory layers in this lab rest on an old idea from nearest-neighbour search. This notebook teaches the two
+# ideas and checks every claim numerically:
+#
+# 1. **Random-hyperplane LSH** (Charikar 2002): two vectors at angle θ get the same sign bit with probability
+#    1 − θ/π. MemoryFormer's hash (Ding et al. 2024, §2.1 — the Memory Layer) is sign hashing of input chunks:
+#    each chunk goes to a vertex of the hypercube {±1}^τ. We measure why a **LayerNorm in front** matters for
+#    bucket balance.
+# 2. **Product quantization** (Jégou et al. 2011): split vectors into sub-vectors and quantize each with its own
+#    codebook — m·k stored centroids stand for k^m codewords.
+# 3. **Product keys** (Lample et al. 2019; Memory Layers at Scale, Berges et al. 2025, §2): product quantization of
+#    the *keys* with m = 2. Two top-k's over n half-keys give the **exact** top-k over n² keys, for O(n·d) instead
+#    of O(n²·d) work.
+#
+# Library code used: `memlab.lsh`, `memlab.hashing`, `memlab.stats`, `memlab.quantization`, `memlab.product_keys`.
+
+# %%
+import memlab
+
+FAST = memlab.fast_mode()
+
+import math
+
+import matplotlib.pyplot as plt
+import torch
+
+from memlab import hashing, lsh, product_keys, stats
+from memlab import quantization as pq
+from memlab.timing import time_side_by_side
+
+# %matplotlib inline
+torch.manual_seed(0)
+print("fast mode:", FAST)
+
+# %% [markdown]
+# ## 1. Random hyperplanes: collision probability 1 − θ/π
+#
+# Draw a hyperplane through the origin with a Gaussian normal r. Two unit vectors u, v at angle θ fall on different
+# sides exactly when the plane's trace in the (u, v) plane lands inside the angle between them — a 2-D event of
+# probability θ/π. So
+#
+# $$P[\operatorname{sign}(r\cdot u) = \operatorname{sign}(r\cdot v)] = 1 - \theta/\pi,
+# \qquad P[\text{all } b \text{ bits agree}] = (1-\theta/\pi)^b .$$
+#
+# `memlab.lsh.collision_curve` builds pairs at an exact angle and counts agreeing bits over many random planes.
+# Every sample is a Bernoulli(1 − θ/π) draw, so we know the statistical error to expect.
+
+# %%
+n_pairs, n_planes = (500, 32) if FAST else (2000, 64)
+thetas = torch.linspace(0, math.pi, 13, dtype=torch.float64)
+curve = lsh.collision_curve(thetas, dim=32, n_pairs=n_pairs, n_planes=n_planes, seed=0)
+
+max_dev = float(curve["abs_error"].max())
+max_z = float((curve["abs_error"] / curve["std_error"].clamp_min(1e-12)).max())
+print(f"{n_pairs * n_planes} bit comparisons per angle")
+print(f"max |measured - (1 - θ/π)| = {max_dev:.4f}  (largest binomial std error {float(curve['std_error'].max()):.4f})")
+print(f"worst deviation in standard errors: {max_z:.2f}")
+assert max_dev < 0.02
+assert max_z < 5
+
+fig, ax = plt.subplots(figsize=(6, 4))
+deg = (curve["theta"] * 180 / math.pi).numpy()
+dense = torch.linspace(0, math.pi, 200, dtype=torch.float64)
+for b in (1, 4, 8):
+    ax.plot((dense * 180 / math.pi).numpy(), lsh.collision_probability(dense, bits=b).numpy(), lw=1,
+            label=f"theory (1 − θ/π)^{b}")
+ax.plot(deg, curve["measured"].numpy(), "ko", ms=4, label="measured, 1 bit")
+ax.set_xlabel("angle θ between u and v (degrees)")
+ax.set_ylabel("collision probability")
+ax.set_title("random-hyperplane LSH")
+ax.grid(alpha=0.3)
+ax.legend()
+plt.show()
+
+# %% [markdown]
+# The more bits, the sharper the curve: with b = 8 (MemoryFormer's τ = 8) close vectors still share a bucket
+# a fair fraction of the time while orthogonal ones almost never do (0.5⁸). That is the "locality" in LSH:
+# similar chunks read the same table row. The numbers:
+
+# %%
+for b in (1, 4, 8):
+    print(f"b={b}: P(same bucket) at 30° = {lsh.collision_probability(math.pi / 6, b):.3f}, "
+          f"at 90° = {lsh.collision_probability(math.pi / 2, b):.4f}")
+
+# %% [markdown]
+# ## 2. Sign hashing = nearest vertex of the hypercube
+#
+# MemoryFormer does not draw random planes: it hashes a chunk z ∈ R^τ by the signs of its own coordinates,
+# `h(z) = Σ_i b_i 2^i` with `b_i = [z_i ≥ 0]` (memlab's bit order: coordinate 0 is the least-significant bit; see
+# `memlab.hashing`). The coordinate axes are the hyperplanes. Each bucket is a vertex s_b ∈ {±1}^τ of the cube,
+# and the hash picks the vertex with the largest ⟨z, s_b⟩ — the same vertex whose score the softmax weight p(z)
+# reads. For τ = 3 the 8 buckets are the 8 corners of a cube:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+tau = 3
+signs = hashing.bucket_sign_vectors(tau)
+print("bucket  bits (z0 z1 z2)  vertex s_b")
+for b, bits in enumerate(hashing.all_codes(tau)):
+    print(f"{b:6d}  {' '.join(map(str, bits)):>15s}  {signs[b].long().tolist()}")
+z = torch.tensor([[0.3, -1.2, 2.0], [-0.1, 0.0, -5.0]], dtype=torch.float64)  # 0.0 counts as +
+print("sign_codes of", z.tolist(), "->", hashing.sign_codes(z).tolist())
+
+# %%
+# NBVAL_CHECK_OUTPUT
+z = torch.randn(10_000, 8, dtype=torch.float64)
+same = torch.equal(lsh.nearest_vertex_codes(z), hashing.sign_codes(z))
+print("argmax_b <z, s_b> == sign_codes(z) for 10,000 random chunks, τ = 8:", same)
+assert same
+
+# %% [markdown]
+# ## 3. Why a LayerNorm in front balances the buckets
+#
+# Random-hyperplane LSH is rotation-invariant; axis hashing is not. If the inputs are not centred — a common offset
+# in every feature, or ReLU outputs that are 0 or positive (and 0 counts as +) — most bits come out 1 and a few
+# buckets take most hits, wasting table rows. MemoryFormer puts a LayerNorm before every Memory Layer. LayerNorm
+# subtracts each token's mean over its features and divides by its std: it removes a **common** offset and fixes the
+# scale (which leaves the codes alone — signs ignore scale — but sets the size of p(z)).
+#
+# We hash d = 64 features with τ = 8 (K = 8 tables of 256 buckets) using `HashMemory.codes`, build the bucket
+# histogram with `memlab.stats.hash_bucket_counts`, and report the fraction of buckets used, the entropy (uniform:
+# log 256 = 5.545 nats per table) and the KL divergence from uniform use.
+
+# %%
+d, tau = 64, 8
+n_tokens = 4_000 if FAST else 20_000
+torch.manual_seed(0)
+layer = memlab.HashMemory(d, 1, tau=tau)  # only its addressing is used here
+norm = torch.nn.LayerNorm(d, elementwise_affine=False)
+base = torch.randn(n_tokens, d)
+cases = {
+    "isotropic N(0,1)": base,
+    "common offset +1": base + 1.0,
+    "ReLU outputs": torch.relu(base),
+    "scaled x10": 10 * base,
+    "per-feature offsets": base + torch.randn(d),
+}
+
+
+def usage(x):
+    s = stats.usage_summary(stats.hash_bucket_counts(layer.codes(x), tau))
+    return s, float(layer.bucket_weights(x).mean())
+
+
+results = {}
+print(f"{'input':22s} {'norm':>5s} {'used':>6s} {'entropy':>8s} {'KL':>7s} {'mean p(z)':>10s}")
+for name, x in cases.items():
+    for tag, xx in (("raw", x), ("LN", norm(x))):
+        s, p = usage(xx)
+        results[name, tag] = s
+        print(f"{name:22s} {tag:>5s} {s['fraction_used']:6.3f} {s['entropy'] - math.log(layer.K):8.3f} "
+              f"{s['kl_uniform']:7.3f} {p:10.3f}")
+finite_sample_kl = (2**tau - 1) / (2 * n_tokens)  # KL that a perfectly uniform source shows from finite samples
+print(f"\nlog 256 = {math.log(256):.3f} nats; KL expected from sampling noise alone ≈ {finite_sample_kl:.4f}")
+
+# %% [markdown]
+# (Entropy is per table: the pooled entropy over all K·2^τ rows minus log K. KL is the mean over the K tables.)
+
+# %%
+for name in ("common offset +1", "ReLU outputs"):
+    raw, ln = results[name, "raw"]["kl_uniform"], results[name, "LN"]["kl_uniform"]
+    print(f"{name}: KL raw {raw:.3f} -> with LayerNorm {ln:.3f}  ({raw / ln:.0f}x lower)")
+    assert ln < raw / 5
+assert results["common offset +1", "LN"]["kl_uniform"] < 5 * finite_sample_kl + 0.01
+assert results["scaled x10", "raw"]["kl_uniform"] == results["isotropic N(0,1)", "raw"]["kl_uniform"]  # signs ignore scale
+assert results["per-feature offsets", "LN"]["kl_uniform"] > 0.5  # what LayerNorm cannot fix
+
+# %% [markdown]
+# Read the table:
+# * a **common offset** collapses usage and LayerNorm undoes it completely (back to the sampling-noise floor);
+# * **ReLU outputs** collapse to a single bucket per table (every 0 counts as +, so every bit is 1); after LayerNorm
+#   the zeros fall below the token mean and become negative, so nearly all buckets are used — though not uniformly,
+#   since only values above the token mean count as + and those are fewer than half;
+# * **scale** does not change a single code, but it changes p(z): large inputs push every factor σ(2|z_i|/t) to 1,
+#   small ones to ½ — LayerNorm fixes the scale so the weights stay in a useful range;
+# * **per-feature offsets** survive LayerNorm (it only removes the per-token mean). A trained network can learn to
+#   handle them (LayerNorm's bias, the previous layer); MemoryFormer's Figure 4 shows near-uniform buckets after
+#   training.
+
+# %%
+fig, ax = plt.subplots(figsize=(6, 3.5))
+for name in ("isotropic N(0,1)", "common offset +1", "ReLU outputs"):
+    for tag, xx in (("raw", cases[name]), ("LN", norm(cases[name]))):
+        if name == "isotropic N(0,1)" and tag == "LN":
+            continue
+        c = stats.hash_bucket_counts(layer.codes(xx), tau)[0].sort(descending=True).values
+        ax.plot(c.numpy(), label=f"{name}, {tag}")
+ax.set_yscale("symlog", linthresh=1)
+ax.set_xlabel("bucket rank (table 0)")
+ax.set_ylabel("hits")
+ax.set_title("bucket usage, most-hit first")
+ax.grid(alpha=0.3)
+ax.legend(fontsize=8)
+plt.show()
+
+# %% [markdown]
+# ## 4. Product quantization
+#
+# Split x ∈ R^d into m sub-vectors of d/m dims; run k-means with k centroids in each sub-space
+# (`memlab.quantization.train_pq`); store a vector as m codes (m·log₂k bits); reconstruct it by concatenating the
+# chosen centroids. The stored centroids always take k·d floats, whatever m is — but they stand for k^m codewords.
+# We quantize correlated Gaussian vectors (d = 16) and report the relative error ‖x − x̂‖² / ‖x − x̄‖².
+
+# %%
+torch.manual_seed(0)
+n_vec, iters = (1_000, 10) if FAST else (4_000, 20)
+dim = 16
+mix = torch.randn(dim, dim, dtype=torch.float64)
+data = torch.randn(n_vec, dim, dtype=torch.float64) @ mix
+ks = (4, 16, 64)
+errors = {}
+print(f"{'m':>2s} {'k':>4s} {'codewords k^m':>14s} {'bits':>5s} {'stored floats':>14s} {'rel. error':>11s}")
+for m in (1, 2, 4):
+    for k in ks:
+        books = pq.train_pq(data, m=m, k=k, iters=iters, seed=0)
+        errors[m, k] = pq.pq_error(data, books)
+        print(f"{m:2d} {k:4d} {k**m:14.3g} {m * int(math.log2(k)):5d} {books.numel():14d} {errors[m, k]:11.3f}")
+
+for m in (1, 2, 4):
+    assert errors[m, ks[0]] > errors[m, ks[1]] > errors[m, ks[2]]  # more codes, less error
+for k in ks:
+    assert errors[1, k] > errors[2, k] > errors[4, k]  # same stored floats, more sub-spaces, less error
+
+fig, ax = plt.subplots(figsize=(5, 3.5))
+for m in (1, 2, 4):
+    ax.plot(ks, [errors[m, k] for k in ks], "o-", label=f"m = {m} sub-spaces")
+ax.set_xscale("log", base=2)
+ax.set_xlabel("codes per sub-space k")
+ax.set_ylabel("relative reconstruction error")
+ax.set_title("product quantization")
+ax.grid(alpha=0.3)
+ax.legend()
+plt.show()
+
+# %% [markdown]
+# At equal storage (k·d floats) more sub-spaces win because the product codebook is exponentially larger; the price
+# is that the sub-spaces are quantized independently, so correlations *between* sub-vectors are not modelled.
+#
+# ## 5. Product keys: exact top-k over n² keys from two top-k's over n
+#
+# A product-key memory is PQ with m = 2 applied to the keys: key (i, j) = [K1_i, K2_j], so for a query q = [q1, q2]
+#
+# $$\text{score}(i, j) = q_1\cdot K^1_i + q_2\cdot K^2_j .$$
+#
+# **Why two top-k's suffice.** Let (i, j) be in the true top-k. If i were not in the top-k of q1·K1, there would be
+# k indices i' with q1·K1_{i'} > q1·K1_i, and the k pairs (i', j) would all beat (i, j) — contradiction. Same for j.
+# So every top-k pair lies in the k × k grid of half-winners, and a top-k over those k² sums is exact.
+# `memlab.product_keys.product_topk` does this; `bruteforce_topk` scores all n² pairs.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+torch.manual_seed(0)
+batch, n, k = 64, 128, 16
+s1, s2 = torch.randn(batch, n, dtype=torch.float64), torch.randn(batch, n, dtype=torch.float64)
+fast_scores, fast_idx = product_keys.product_topk(s1, s2, k)
+ref_scores, ref_idx = product_keys.bruteforce_topk(s1, s2, k)
+same = torch.equal(fast_idx, ref_idx) and torch.equal(fast_scores, ref_scores)
+print(f"product_topk == bruteforce_topk over {n}² = {n * n} keys, {batch} queries, top-{k}:", same)
+assert same
+
+# %% [markdown]
+# The same check with real keys and queries, and a measured time. Brute force materialises all n² full keys
+# [K1_i, K2_j] (index i·n + j, as in `product_topk`) and multiplies; the product version scores 2·n half-keys.
+
+# %%
+torch.manual_seed(0)
+n, k_dim, k, batch = (128, 64, 16, 32) if FAST else (256, 64, 16, 64)
+half = k_dim // 2
+K1, K2 = torch.randn(n, half), torch.randn(n, half)
+full_keys = torch.cat([K1.repeat_interleave(n, 0), K2.repeat(n, 1)], dim=-1)  # (n², k_dim), row i·n + j
+q = torch.randn(batch, k_dim)
+
+
+def brute():
+    return (q @ full_keys.T).topk(k, dim=-1)
+
+
+def product():
+    return product_keys.product_topk(q[:, :half] @ K1.T, q[:, half:] @ K2.T, k)
+
+
+assert torch.equal(brute()[1], product()[1])
+threads = torch.get_num_threads()
+torch.set_num_threads(1)  # on a small shared CPU, thread-pool overhead would swamp the 0.1 ms product version
+times = time_side_by_side({"bruteforce": brute, "product": product}, rounds=5 if FAST else 11)
+torch.set_num_threads(threads)
+cost = pq.product_key_costs(n, k_dim, k)
+print(f"n = {n} (N = {n * n} keys), k_dim = {k_dim}, top-{k}, {batch} queries")
+print(f"multiply-adds per query: bruteforce {cost['bruteforce']:,}  product {cost['product']:,}  "
+      f"ratio {cost['ratio']:.0f}x")
+print(f"median time: bruteforce {times['bruteforce'] * 1e3:.2f} ms  product {times['product'] * 1e3:.2f} ms  "
+      f"speed-up {times['bruteforce'] / times['product']:.1f}x (one CPU thread, side by side)")
+assert times["product"] < times["bruteforce"]
+
+# %% [markdown]
+# The gap grows linearly with n. Counted multiply-adds per query for a few sizes, up to the paper's
+# n = 1024 half-keys (N ≈ 1M values) with k_dim = 512 and top-32 (`memlab.quantization.product_key_costs`):
+
+# %%
+print(f"{'n':>5s} {'N = n^2':>9s} {'bruteforce n^2*d':>17s} {'product n*d + k^2':>18s} {'ratio':>7s}")
+rows = [pq.product_key_costs(n_, 512, 32) for n_ in (64, 256, 1024)]
+for r in rows:
+    print(f"{r['n']:5d} {r['N=n^2']:9d} {r['bruteforce']:17,d} {r['product']:18,d} {r['ratio']:7.0f}")
+assert rows[-1]["ratio"] > 1000
+
+fig, ax = plt.subplots(figsize=(5, 3.5))
+ns = [2**p for p in range(4, 12)]
+ax.loglog(ns, [pq.product_key_costs(n_, 512, 32)["bruteforce"] for n_ in ns], "o-", label="bruteforce  n²·d")
+ax.loglog(ns, [pq.product_key_costs(n_, 512, 32)["product"] for n_ in ns], "s-", label="product keys  n·d + k²")
+ax.set_xlabel("half-keys n  (memory holds n² values)")
+ax.set_ylabel("multiply-adds per query")
+ax.grid(alpha=0.3, which="both")
+ax.legend()
+plt.show()
+
+# %% [markdown]
+# ## Exercises
+#
+# **1.** With τ = 8 sign bits, what is the probability that two chunks at 60° share a bucket, if the hash behaved like
+# random hyperplanes? Compute it with `lsh.collision_probability`.
+#
+# <details><summary>Answer</summary>
+#
+# `lsh.collision_probability(math.pi / 3, bits=8)` = (1 − 1/3)⁸ = (2/3)⁸ ≈ 0.039. Axis hashing equals random-plane
+# hashing only for rotation-invariant inputs (e.g. isotropic Gaussian chunks); otherwise the law can fail.
+# </details>
+#
+# **2.** In section 3, per-feature offsets survive LayerNorm. Which per-feature operation fixes them, and why does
+# MemoryFormer not need it after training?
+#
+# <details><summary>Answer</summary>
+#
+# Subtracting the per-feature mean over tokens (BatchNorm-style centring, or a bias b = −E[x]) makes each bit fire
+# half the time. In a trained network the features feeding the hash are themselves learned (and LayerNorm has a
+# learnable bias), so the model can centre them; the paper's Figure 4 shows near-uniform bucket use after training.
+# Try it: `x - x.mean(0)` before `layer.codes` brings the KL of the "per-feature offsets" case down to the noise
+# floor.
+# </details>
+#
+# **3.** Product quantization with m = 2 and k = 1024 codes per half: how many codewords, and how many bits per
+# vector? How does that relate to Memory Layers at Scale's n = 1024 half-keys?
+#
+# <details><summary>Answer</summary>
+#
+# 1024² ≈ 1.05M codewords, 2·10 = 20 bits per vector. It is exactly the product-key memory: n = 1024 half-keys per
+# half address n² ≈ 1M value rows, and the row index i·n + j is the pair of PQ codes.
+# </details>
+#
+# **4.** Does the exactness proof of `product_topk` still hold if the score were q1·K1_i · q2·K2_j (a product instead
+# of a sum)?
+#
+# <details><summary>Answer</summary>
+#
+# Not in general: the proof needs the score to be increasing in each half score. A product of two scores that can be
+# negative is not (two large negatives give a large positive). It would hold again for non-negative half scores, since
+# then the product is monotone in each factor.
+# </details>
