@@ -7,9 +7,9 @@ Public API (notebooks, the CLI and external checks import exactly these names):
     ProductKeyMemory, MemoryPlus,
     SharedValues                       product-key memory, Memory+, a value pool shared across layers
     flops, stats, hashing,
-    product_keys                       paper formulas, usage statistics, the addressing equations
+    product_keys, lsh, quantization    paper formulas, usage statistics, the addressing equations, LSH and PQ
 """
-from . import flops, hashing, product_keys, stats
+from . import flops, hashing, lsh, product_keys, quantization, stats
 from .embedding_bag import embedding_bag
 from .env import environment_report, fast_mode
 from .hash_memory import HashMemory
@@ -30,6 +30,8 @@ __all__ = [
     "stats",
     "hashing",
     "product_keys",
+    "lsh",
+    "quantization",
     "fast_mode",
     "environment_report",
 ]

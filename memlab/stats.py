@@ -81,6 +81,16 @@ def rows_for_share(counts: torch.Tensor, share: float) -> float:
     return min(needed, c.numel()) / c.numel()
 
 
+def usage_per_group(counts: torch.Tensor) -> list[dict[str, float]]:
+    """``usage_summary`` of every row of a 2-D histogram: per table (K, 2^τ) or per head (H, n_values).
+
+    Use this rather than pooling a 2-D histogram: pooled entropy adds log(groups) to the mean per-group entropy.
+    """
+    if counts.dim() != 2:
+        raise ValueError(f"counts must be 2-D (groups, rows), got shape {tuple(counts.shape)}")
+    return [usage_summary(c) for c in counts]
+
+
 def usage_summary(counts: torch.Tensor) -> dict[str, float]:
     """All statistics of one histogram in a dict (rows, hits, fraction_used, entropy, kl_uniform, gini, top_50/90/99)."""
     return {

@@ -21,6 +21,7 @@ def time_side_by_side(
     rounds: int = 15,
     min_time_per_round: float = 2e-3,
     warmup: int = 2,
+    num_threads: int | None = None,
 ) -> dict[str, float]:
     """Median seconds per call of each candidate, measured in interleaved rounds.
 
