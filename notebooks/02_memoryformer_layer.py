@@ -1,0 +1,450 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 02 · The MemoryFormer layer, from the equations up
+#
+# **What this notebook teaches.** MemoryFormer (Ding et al., NeurIPS 2024, arXiv 2411.12992, §2.1 "Memory Layer",
+# §2.2 "MemoryFormer block", Tables 1, 3, 5 and Figure 1) replaces a fully-connected layer by hash tables:
+#
+# $$y \;=\; \sum_{k=0}^{K-1} p(z_k)\, T_k\big[h(z_k)\big], \qquad z_k = x_{[k\tau,\,(k+1)\tau)},\quad K = d_{in}/\tau .$$
+#
+# We build `memlab.HashMemory` step by step (chunks → sign codes → table rows → weighted sum) and check it equals the
+# library; derive the closed form of $p(z)$ and check it against the brute-force softmax; look at the temperature,
+# the gradients (sparse for the tables, through $p$ only for the input), the released code's `"l1"` weighting; size
+# the Memory Block (Table 5) and the single layer (Table 3); and compare with `nn.Linear` in parameters, bytes, FLOPs
+# *and measured time* — where fewer FLOPs do not automatically mean less time. Last, Figure 1 and Table 1 redrawn from
+# `memlab.flops`.
+
+# %%
+import memlab; FAST = memlab.fast_mode()
+
+import math
+
+import matplotlib.pyplot as plt
+import torch
+import torch.nn.functional as F
+
+from memlab import flops, hashing, plots
+from memlab.timing import ratios_to, time_side_by_side
+
+torch.manual_seed(0)
+print("fast mode:", FAST)
+
+# %% [markdown]
+# ## 1. The layer, step by step
+#
+# A small layer: $d_{in}=32$, $\tau=4$, so $K=8$ tables of $2^4=16$ rows, each row of width $d_{out}=6$. All $K$
+# tables live in **one** parameter of shape $(K\cdot 2^\tau, d_{out})$; table $k$ starts at row $k\cdot 2^\tau$.
+
+# %%
+torch.manual_seed(0)
+layer = memlab.HashMemory(32, 6, tau=4, temperature=1.0)
+x = torch.randn(3, 32)  # 3 tokens
+print(layer)
+print("tables:", tuple(layer.tables.shape), "= (K·2^τ, d_out) =", (layer.K * 2**layer.tau, layer.out_features))
+
+# %% [markdown]
+# **Step 1 — chunks.** No projection before hashing: $x$ is cut into $K$ consecutive pieces of $\tau$ numbers.
+
+# %%
+tau, K = layer.tau, layer.K
+z = x.view(3, K, tau)  # (tokens, K, τ)
+print("token 0, chunk 0:", z[0, 0])
+assert torch.equal(z, layer.chunks(x))
+
+# %% [markdown]
+# **Step 2 — sign codes.** Bit $i$ is 1 when $z_i \ge 0$ (so $\operatorname{sign}(0)=+$), and memlab puts element 0 in
+# the least-significant bit: $h(z) = \sum_i b_i 2^i$. (The released code orders bits MSB-first; a fixed bit order only
+# relabels the rows of each table.)
+
+# %%
+bits = (z >= 0).long()
+codes = (bits * 2 ** torch.arange(tau)).sum(-1)  # (tokens, K), values in [0, 2^τ)
+print("bits of token 0, chunk 0:", bits[0, 0].tolist(), "→ code", int(codes[0, 0]))
+assert torch.equal(codes, layer.codes(x))
+assert torch.equal(codes, hashing.sign_codes(z))
+
+# %% [markdown]
+# **Step 3 — table rows.** Code $h$ of chunk $k$ is row $k\cdot 2^\tau + h$ of the stacked parameter.
+
+# %%
+rows = codes + torch.arange(K) * 2**tau
+print("rows read by token 0:", rows[0].tolist())
+
+# %% [markdown]
+# **Step 4 — weights and the weighted sum.** Each row is scaled by $p(z_k)$ (section 2 derives it), then the $K$
+# rows are **summed** (full rows of width $d_{out}$, not a concatenation of slices).
+
+# %%
+p = torch.prod(torch.sigmoid(2 * z.abs() / layer.temperature), dim=-1)  # (tokens, K)
+y_manual = (p.unsqueeze(-1) * layer.tables[rows]).sum(dim=1)  # Σ_k p(z_k) · T[row_k]
+
+idx_lib, w_lib = layer.address(x)
+assert torch.equal(rows, idx_lib)
+torch.testing.assert_close(p, w_lib)
+torch.testing.assert_close(y_manual, layer(x))
+# the reading step is one weighted EmbeddingBag (papers.md §C)
+torch.testing.assert_close(memlab.embedding_bag(layer.tables, rows, p), layer(x))
+print("manual layer == memlab.HashMemory:", y_manual.shape)
+
+# %% [markdown]
+# ## 2. Why $p(z) = \prod_i \sigma(2|z_i|/t)$
+#
+# The paper defines the weight of the hashed row as a softmax over **all** $2^\tau$ buckets: bucket $b$ has sign vector
+# $s_b\in\{\pm1\}^\tau$ and score $\langle z, s_b\rangle/t$,
+#
+# $$p(z) = \frac{\exp(\langle z, s_{h(z)}\rangle/t)}{\sum_{b} \exp(\langle z, s_b\rangle/t)} .$$
+#
+# The denominator factorises because each coordinate chooses its sign independently:
+#
+# $$\sum_{s\in\{\pm1\}^\tau} \exp\Big(\sum_i s_i z_i/t\Big) = \prod_{i=1}^{\tau}\big(e^{z_i/t} + e^{-z_i/t}\big).$$
+#
+# The hashed bucket has $s_i = \operatorname{sign}(z_i)$, so its numerator is $\prod_i e^{|z_i|/t}$, and
+#
+# $$p(z) = \prod_i \frac{e^{|z_i|/t}}{e^{|z_i|/t}+e^{-|z_i|/t}} = \prod_i \frac{1}{1+e^{-2|z_i|/t}}
+#        = \prod_{i=1}^{\tau} \sigma\!\left(\frac{2|z_i|}{t}\right).$$
+#
+# Cost $O(\tau)$ instead of $O(2^\tau)$. Consequences: each factor lies in $[\tfrac12, 1)$, so
+# $2^{-\tau} \le p(z) < 1$; $p$ is largest when every coordinate is far from 0 (the hash is "confident").
+#
+# Check in float64 against the brute force (`hashing.bucket_probability_bruteforce` builds all $2^\tau$ scores):
+
+# %%
+torch.manual_seed(1)
+worst = []
+for tau_ in (1, 2, 4, 6, 8, 10):
+    zz = torch.randn(256, tau_, dtype=torch.float64) * 2
+    for t in (0.1, 0.5, 1.0, 3.0, 10.0):
+        err = (hashing.bucket_probability(zz, t) - hashing.bucket_probability_bruteforce(zz, t)).abs().max().item()
+        worst.append((err, tau_, t))
+max_err, at_tau, at_t = max(worst)
+print(f"max |closed form - brute force| over τ∈{{1,2,4,6,8,10}}, t∈{{0.1,0.5,1,3,10}}: {max_err:.1e} (τ={at_tau}, t={at_t})")
+assert max_err < 1e-12
+
+# %% [markdown]
+# ## 3. The temperature $t$
+#
+# The paper names $t$ but gives no value; the released code has none ($t = 1$). Small $t$ pushes every factor to 1
+# (rows read at full strength, but the weight becomes a step function with little gradient); large $t$ pushes every
+# factor to ½, so $p \to 2^{-\tau}$ — with $\tau = 8$ that shrinks the output 256-fold.
+
+# %%
+plots.plot_temperature(temperatures=(0.25, 0.5, 1.0, 2.0, 4.0))
+plt.show()
+
+# %%
+torch.manual_seed(2)
+zz = torch.randn(4096, 8, dtype=torch.float64)  # chunks of a unit-variance input, τ = 8
+print(" t      mean p(z)   min p(z)    2^-τ")
+for t in (0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0):
+    pz = hashing.bucket_probability(zz, t)
+    print(f"{t:4g}   {pz.mean().item():9.4f}   {pz.min().item():9.5f}   {2**-8:.5f}")
+    assert (pz >= 2**-8).all() and (pz < 1).all()
+
+# %% [markdown]
+# ## 4. Gradients
+#
+# **Tables: sparse.** $\partial L/\partial T_k[b] = p(z_k)\,\partial L/\partial y$ for the one row $b = h(z_k)$ each token
+# hashes to; every other row gets exactly zero. With $N$ tokens at most $N\cdot K$ of the $K\cdot 2^\tau$ rows move.
+
+# %%
+torch.manual_seed(3)
+layer = memlab.HashMemory(64, 16, tau=8)  # K = 8 tables of 256 rows
+x = torch.randn(5, 64, requires_grad=True)
+y = layer(x)
+g = torch.randn_like(y)
+(y * g).sum().backward()
+rows_hit = layer.address(x)[0].unique()
+nonzero = (layer.tables.grad.abs().sum(-1) > 0).nonzero().squeeze(-1)
+print(f"rows with gradient: {nonzero.numel()} of {layer.tables.shape[0]} (≤ tokens·K = {5 * layer.K})")
+assert torch.equal(nonzero, rows_hit)
+
+# the gradient of a hashed row is p(z_k)·∂L/∂y, summed over the tokens that hit it
+idx, w = layer.address(x.detach())
+expected = torch.zeros_like(layer.tables)
+expected.index_add_(0, idx.reshape(-1), (w.unsqueeze(-1) * g.unsqueeze(1)).reshape(-1, 16))
+torch.testing.assert_close(layer.tables.grad, expected)
+
+# %% [markdown]
+# **Input: through $p$ only.** The codes are piecewise constant, so $x$ receives gradient only through the weights:
+#
+# $$\frac{\partial L}{\partial z_{k,i}} = \big\langle \tfrac{\partial L}{\partial y},\, T_k[h(z_k)]\big\rangle\cdot
+#   \frac{\partial p}{\partial z_i},\qquad
+#   \frac{\partial p}{\partial z_i} = p\cdot\frac{2}{t}\,\operatorname{sign}(z_i)\,\sigma\!\left(-\frac{2|z_i|}{t}\right).$$
+
+# %%
+zk = x.detach().view(5, layer.K, 8)
+pk = hashing.bucket_probability(zk, layer.temperature)
+dp_dz = pk.unsqueeze(-1) * (2 / layer.temperature) * torch.sign(zk) * torch.sigmoid(-2 * zk.abs() / layer.temperature)
+row_dot_g = (layer.tables.detach()[idx] * g.unsqueeze(1)).sum(-1)  # ⟨∂L/∂y, T_k[h(z_k)]⟩, (tokens, K)
+dx_manual = (row_dot_g.unsqueeze(-1) * dp_dz).reshape(5, 64)
+torch.testing.assert_close(x.grad, dx_manual)
+print("∂L/∂x from autograd == the formula above")
+
+# %% [markdown]
+# `torch.autograd.gradcheck` compares these analytic gradients with finite differences, in float64 on a tiny layer
+# (inputs kept away from 0 so that the step $\pm\varepsilon$ never flips a sign bit):
+
+# %%
+torch.manual_seed(4)
+tiny = memlab.HashMemory(8, 3, tau=4, temperature=0.7).double()
+x0 = torch.randn(2, 8, dtype=torch.float64)
+x0 = (x0.sign() * (x0.abs() + 0.2)).requires_grad_()
+table = tiny.tables.detach().clone().requires_grad_()
+
+
+def tiny_forward(x, table):
+    idx, w = tiny.address(x)
+    return memlab.embedding_bag(table, idx, w)
+
+
+assert torch.autograd.gradcheck(tiny_forward, (x0, table), eps=1e-6, atol=1e-8)
+print("gradcheck passed for x and the tables")
+
+# %% [markdown]
+# ## 5. The released code's weighting: `"l1"`
+#
+# The public code weights each row by $\lVert z_k\rVert_1\cdot p(z_k)$ with $t=1$ (and adds a bias). memlab keeps the
+# paper's $p(z_k)$ as default and offers the code's variant as `weighting="l1"`. The difference shows under input
+# scaling: $p$ saturates at 1, so the paper's layer is bounded; the `"l1"` layer grows linearly with $|x|$, like a
+# linear layer.
+
+# %%
+torch.manual_seed(5)
+paper = memlab.HashMemory(64, 16, tau=8, weighting="paper")
+code = memlab.HashMemory(64, 16, tau=8, weighting="l1")
+code.load_state_dict(paper.state_dict())  # same tables
+x = torch.randn(4, 64)
+zk = x.view(4, 8, 8)
+torch.testing.assert_close(code.bucket_weights(x), zk.abs().sum(-1) * hashing.bucket_probability(zk))
+with torch.no_grad():
+    print(" scale   ‖paper(c·x)‖/‖paper(x)‖   ‖l1(c·x)‖/‖l1(x)‖")
+    for c in (0.5, 2.0, 10.0, 100.0):
+        rp = (paper(c * x).norm() / paper(x).norm()).item()
+        rc = (code(c * x).norm() / code(x).norm()).item()
+        print(f"{c:6g}   {rp:24.3f}   {rc:17.3f}")
+    assert torch.equal(paper.codes(x), paper.codes(100 * x))  # scaling by c > 0 never changes a code
+
+# %% [markdown]
+# ## 6. The Memory Block and expanding bits (Table 5)
+#
+# The FFN becomes two memory layers: ML1 maps $d \to (\tau+e)K$ so that ML2 hashes $K$ chunks of $\tau+e$ bits into
+# tables of $2^{\tau+e}$ rows. Table 5 (MemoryFormer-tiny, $d=512$, $\tau=8$, $K=64$, fp16, MB $=10^6$ bytes)
+# lists the table sizes and storage for $e = 0\ldots3$. Building the block only to size it is cheap here (≤ 80 M fp32
+# numbers), so the numbers come from `MemoryBlock.memory_bytes(torch.float16)`:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+TABLE5_MB = {0: 33.6, 1: 52.4, 2: 88.1, 3: 157.3}
+lines = [" e   ML1 tables      ML2 tables      fp16 MB   paper"]
+for e, printed in TABLE5_MB.items():
+    with torch.device("meta"):  # shapes and sizes only, no memory allocated
+        block = memlab.MemoryBlock(512, tau=8, expand_bits=e)
+    ml1 = f"{2**block.ml1.tau}×{block.ml1.out_features}"
+    ml2 = f"{2**block.ml2.tau}×{block.ml2.out_features}"
+    mb = block.memory_bytes(torch.float16) / 1e6
+    lines.append(f"{e:2d}   {block.K}×({ml1:>8})   {block.K}×({ml2:>9})   {mb:7.1f}   {printed}")
+    assert round(mb, 1) == printed
+print("\n".join(lines))
+
+# %% [markdown]
+# (The paper's table lists one table of each layer, e.g. "256×640 + 1024×512" for $e=2$; both layers have $K=64$
+# of them.) Table 3 sizes a single memory layer (the Q projection of MemoryFormer-tiny, $d_{out}=512$) for three
+# values of $\tau$ at roughly constant $d_{in}=K\tau$:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+TABLE3 = [(4, 128, 2.1), (8, 64, 16.8), (10, 51, 53.5)]  # (τ, K, printed MB)
+lines = [" τ     K   d_in   fp16 MB   paper"]
+for tau_, k_, printed in TABLE3:
+    with torch.device("meta"):
+        q_layer = memlab.HashMemory(tau_ * k_, 512, tau=tau_)
+    mb = q_layer.memory_bytes(torch.float16) / 1e6
+    lines.append(f"{tau_:2d}   {k_:3d}   {tau_ * k_:4d}   {mb:7.1f}   {printed}")
+    assert round(mb, 1) == printed
+print("\n".join(lines))
+
+# %% [markdown]
+# Storage grows like $K\cdot 2^\tau = d\cdot 2^\tau/\tau$: exponential in $\tau$, while the FLOPs ($K\cdot d_{out}$
+# per token) *fall* as $\tau$ grows. That is the whole trade: memory for compute.
+#
+# ## 7. Against `nn.Linear` at $d = 1024$
+#
+# Parameters, fp16 bytes and counted multiply-adds per token (`flops_per_token()`, `memlab.flops`):
+
+# %%
+# NBVAL_CHECK_OUTPUT
+d = 1024
+with torch.device("meta"):
+    hm_meta = memlab.HashMemory(d, d, tau=8)
+rows_cmp = [
+    {"layer": "nn.Linear(1024, 1024)", "params": d * d + d, "fp16 MB": (d * d + d) * 2 / 1e6,
+     "MACs/token": flops.linear_flops_per_token(d, d)},
+    {"layer": "HashMemory(τ=8, K=128)", "params": hm_meta.tables.numel(), "fp16 MB": hm_meta.memory_bytes(torch.float16) / 1e6,
+     "MACs/token": hm_meta.flops_per_token()},
+]
+print(plots.format_table(rows_cmp, floatfmt=".1f"))
+print(f"HashMemory: {rows_cmp[1]['params'] / rows_cmp[0]['params']:.1f}× the parameters, "
+      f"{rows_cmp[0]['MACs/token'] / rows_cmp[1]['MACs/token']:.1f}× fewer multiply-adds per token")
+
+# %% [markdown]
+# Now the clock. `time_side_by_side` times both layers in interleaved rounds and reports medians, so the **ratio** is
+# meaningful even on a busy shared machine (a lone time is not). Forward only, no autograd, the torch backend on CPU.
+
+# %%
+torch.manual_seed(6)
+linear = torch.nn.Linear(d, d)
+hm = memlab.HashMemory(d, d, tau=8)
+rounds = 3 if FAST else 15
+token_counts = (1, 256) if FAST else (1, 2048)
+measured = {}
+with torch.no_grad():
+    for n_tok in token_counts:
+        xt = torch.randn(n_tok, d)
+        times = time_side_by_side({"linear": lambda: linear(xt), "hash_memory": lambda: hm(xt)}, rounds=rounds)
+        measured[n_tok] = ratios_to(times, "linear")["hash_memory"]
+        print(f"{n_tok:5d} tokens: HashMemory takes {measured[n_tok]:.2f}× the time of nn.Linear "
+              f"(medians of {rounds} rounds, {torch.get_num_threads()} threads)")
+flop_ratio = hm.flops_per_token() / flops.linear_flops_per_token(d, d)
+print(f"…while doing {flop_ratio:.3f}× the multiply-adds of nn.Linear")
+for n_tok, r in measured.items():
+    verdict = "yet slower" if r > 1 else "and faster"
+    print(f"{n_tok:5d} tokens: {1 / flop_ratio:.1f}× fewer multiply-adds, {verdict} than nn.Linear ({r:.2f}× its time, "
+          f"against {flop_ratio:.2f}× if time followed FLOPs)")
+
+# %% [markdown]
+# Where does the time go? `forward` may fuse the two steps (on the torch backend memlab's does); timing the public
+# steps separately — addressing (codes and $p$) and reading (the weighted EmbeddingBag) — shows what an unfused
+# implementation pays for each, next to the dense layer and the fused forward:
+
+# %%
+with torch.no_grad():
+    for n_tok in token_counts:
+        xt = torch.randn(n_tok, d)
+        idx_t, w_t = hm.address(xt)
+        times = time_side_by_side({"linear": lambda: linear(xt), "forward": lambda: hm(xt),
+                                   "address": lambda: hm.address(xt), "read": lambda: hm.read(idx_t, w_t)},
+                                  rounds=rounds)
+        r = ratios_to(times, "linear")
+        print(f"{n_tok:5d} tokens, time relative to nn.Linear:  forward {r['forward']:.2f}×   "
+              f"addressing {r['address']:.2f}×   reading {r['read']:.2f}×")
+
+# %% [markdown]
+# **The honest lesson.** Read the ratios just printed (they come from this run, on whatever machine executed it). The
+# memory layer does roughly an eighth of the multiply-adds, but its time is nowhere near an eighth of the dense
+# layer's; on a small CPU, for a long sequence, it is typically *slower* than the layer it replaces. FLOPs are the
+# wrong currency for a gather:
+#
+# * `nn.Linear` is a matrix multiply: each weight loaded from memory is reused by every token in the batch, and BLAS
+#   keeps the cores' vector units busy — it runs near peak FLOP/s.
+# * A HashMemory forward **moves** $K\cdot d_{out}$ numbers per token (128 rows × 1024 × 4 bytes = 0.5 MB per token at
+#   fp32) from a 134 MB table that does not fit in cache, with no reuse between tokens unless they hash alike. It is
+#   bound by memory bandwidth, plus the per-call overhead of several small kernels (codes, $p$, offsets, the bag) that
+#   dominates at one token — the split above shows which step it is on this machine.
+#
+# So the comparison to make for a memory layer is bytes moved against the machine's bandwidth (a roofline), which is
+# what the Triton kernel notebooks do on a GPU. The paper's FLOP savings become time savings only with a gather that
+# runs near peak bandwidth — and at long sequences, where attention's $2s^2d$ dominates both models anyway.
+#
+# ## 8. Figure 1 and Table 1, from the formulas
+#
+# The paper counts FLOPs per block as multiply-adds: Transformer $2s^2d + 12sd^2$, MemoryFormer $2s^2d + 6Ksd$ with
+# $d = K\tau$. Figure 1 plots both against the hidden size for $s = 1024$ and $2048$, $\tau = 8$:
+
+# %%
+fig, ax = plt.subplots(figsize=(7, 4.5))
+plots.plot_figure1(ax=ax, seq_lens=(1024, 2048), tau=8)
+plt.show()
+
+# %%
+# NBVAL_CHECK_OUTPUT
+fig1 = plots.figure1_data(seq_lens=(1024, 2048), tau=8)
+for s, series in fig1.items():
+    r = [m / t for m, t in zip(series["memoryformer"], series["transformer"])]
+    print(f"s={s}: MemoryFormer / Transformer FLOPs = {r[0]:.3f} at d={series['d'][0]} … {r[-1]:.3f} at d={series['d'][-1]}")
+
+# %% [markdown]
+# Table 1 ($\tau = 8$, $s = 2048$, one block), recomputed by `memlab.flops.table1()` next to the printed values:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+t1 = flops.table1()
+print(plots.format_table(t1, columns=["model", "d_model", "K", "without_attention_g", "total_g",
+                                      "printed_without_attention_g", "printed_total_g", "matches_print"],
+                         floatfmt=".2f"))
+mismatch = [r["model"] for r in t1 if not r["matches_print"]]
+print("rows where formula and print disagree:", mismatch)
+assert mismatch == ["MemoryFormer-small"]
+
+# %% [markdown]
+# Five rows agree at the printed precision. **MemoryFormer-small** does not: $6Ksd$ with $K = 96$, $s=2048$,
+# $d=768$ gives 0.91 G (total 7.35 G), while the paper prints 1.0 G / 7.4 G. Rounding 0.906 up to "1.0" and 7.35 up
+# to "7.4" is the most likely story; memlab keeps the formula and shows the discrepancy rather than fudging either.
+#
+# ## Exercises
+#
+# **1.** A batch of $N$ tokens passes through `HashMemory(1024, 1024, tau=8)`. At most what fraction of the table
+# rows receives a nonzero gradient? For which $N$ can every row be touched?
+#
+# <details><summary>Answer</summary>
+#
+# Each token touches exactly one row per table, so at most $\min(N, 2^\tau)$ of each table's $2^\tau = 256$ rows:
+# a fraction $\le \min(N/256, 1)$. Only with $N \ge 256$ tokens can every row be hit (and with random inputs it takes
+# many more, as in the coupon-collector problem: about $256\cdot\ln 256 \approx 1420$ tokens per table on average).
+# This is why MemoryFormer trains with a larger learning rate for the memory layers (3× the baseline): each row
+# sees few updates.
+# </details>
+#
+# **2.** Show that $p(z) \ge 2^{-\tau}$ for every $z$ and every $t$, and find when equality holds. What does this
+# mean for an input that is all zeros?
+#
+# <details><summary>Answer</summary>
+#
+# Each factor $\sigma(2|z_i|/t) \ge \sigma(0) = \tfrac12$, so the product is $\ge 2^{-\tau}$, with equality iff every
+# $z_i = 0$. An all-zero chunk hashes to the all-ones code (sign(0) = +, bucket $2^\tau-1$) and reads that row at
+# weight $2^{-\tau}$: the softmax over buckets is uniform. In code:
+# `hashing.bucket_probability(torch.zeros(8)) == 2**-8`.
+# </details>
+#
+# **3.** Using `memlab.HashMemory` on the meta device, find the fp16 table size of one memory layer $d=4096 \to 4096$
+# with $\tau = 8$, and compare its multiply-adds per token with `nn.Linear(4096, 4096)`.
+#
+# <details><summary>Answer</summary>
+#
+# ```python
+# with torch.device("meta"):
+#     big = memlab.HashMemory(4096, 4096, tau=8)
+# big.memory_bytes(torch.float16) / 1e9          # 512 tables × 256 rows × 4096 × 2 B = 1.07 GB
+# big.flops_per_token() / (4096 * 4096)          # (512·4096 + 4096) / 4096² ≈ 0.125
+# ```
+# Same 8× FLOP saving as at $d = 1024$ (it is $\approx 1/\tau$), but 32× the bytes of the dense layer's 33.5 MB:
+# the ratio of table parameters to dense parameters is $K 2^\tau d / d^2 = 2^\tau/\tau = 32$, independent of $d$.
+# </details>
+#
+# **4.** The released code orders bits MSB-first. Show that a layer built with the LSB-first convention can be turned
+# into the MSB-first one by permuting the rows of each table, so the two are the same model.
+#
+# <details><summary>Answer</summary>
+#
+# MSB-first code is $h'(z) = \sum_i b_i 2^{\tau-1-i} = \mathrm{rev}(h(z))$, where $\mathrm{rev}$ reverses the $\tau$ bits
+# — a fixed bijection of $[0, 2^\tau)$. Define $T'_k[\mathrm{rev}(b)] = T_k[b]$; then $T'_k[h'(z)] = T_k[h(z)]$ for every $z$, and
+# $p(z)$ does not depend on the bit order. A quick check:
+# ```python
+# rev = torch.tensor([int(f"{b:0{tau}b}"[::-1], 2) for b in range(2**tau)])
+# ```
+# then fill `msb = torch.empty_like(tables)` with `msb.view(K, 2**tau, -1)[:, rev] = tables.view(K, 2**tau, -1)` and
+# compare $\sum_k p(z_k)\,$`msb`$[k 2^\tau + h'(z_k)]$ with the layer's output.
+# </details>
