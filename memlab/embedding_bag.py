@@ -89,6 +89,7 @@ def embedding_bag(
     backend: str = "auto",
     *,
     check: bool = True,
+    backward: str | None = None,
 ) -> torch.Tensor:
     """Weighted row-gather-and-sum: ``out[..., :] = Σ_j weights[..., j] · table[indices[..., j], :]``.
 
@@ -100,6 +101,10 @@ def embedding_bag(
             "auto" (Triton on CUDA when triton is installed, torch otherwise; ``MEMLAB_BACKEND`` overrides).
         check: validate shapes, dtypes and the index range (one device sync). Layers that build their own indices
             pass ``check=False``.
+        backward: Triton backend only — the backward strategy, "atomic" (scatter-add) or "reverse" (atomic-free,
+            deterministic: reverse index map, each touched row sums its own contributors). None: the environment
+            variable ``MEMLAB_BAG_BACKWARD``, else ``memlab.kernels.embedding_bag.DEFAULT_BACKWARD`` (see its comment
+            for why, and for the fact that no GPU measurement has chosen it yet). Ignored by the torch backend.
 
     Returns:
         (..., dim) tensor in ``table.dtype``.
@@ -114,7 +119,7 @@ def embedding_bag(
     indices2d = indices.reshape(n_bags, bag)
     weights2d = weights.reshape(n_bags, bag)
     if resolve_backend(backend, table) == "triton":
-        out = kernels.embedding_bag_triton(table, indices2d, weights2d)
+        out = kernels.embedding_bag_triton(table, indices2d, weights2d, backward=backward)
     else:
         out = embedding_bag_torch(table, indices2d, weights2d)
     return out.reshape(*lead, table.shape[1])

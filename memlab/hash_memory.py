@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from ._checks import DEFAULT_MAX_MEMORY_BYTES, check_float_input, check_memory, check_positive_int
-from .embedding_bag import embedding_bag
+from .embedding_bag import embedding_bag, resolve_backend
+from .kernels.hash_torch import hash_memory_forward
 from .hashing import bucket_probability, l1_bucket_weight, sign_codes, suggest_taus
 
 WEIGHTINGS = ("paper", "l1")
@@ -114,6 +115,12 @@ class HashMemory(nn.Module):
         return y if self.bias is None else y + self.bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """y = read(address(x)), fused: on the torch backend one C call (inference, when a C compiler is present) or
+        a fused addressing node with a closed-form backward (``memlab.kernels.hash_torch``); on the triton backend
+        the unfused composition. Same numbers as ``self.read(*self.address(x))`` up to fp32 rounding."""
+        check_float_input(x, self.in_features, type(self).__name__)
+        if resolve_backend(self.backend, self.tables) == "torch":
+            return hash_memory_forward(self, x)
         return self.read(*self.address(x))
 
     def memory_bytes(self, dtype: torch.dtype = torch.float32) -> int:

@@ -44,8 +44,13 @@ def require_triton(table: torch.Tensor) -> None:
         )
 
 
-def embedding_bag_triton(table: torch.Tensor, indices2d: torch.Tensor, weights2d: torch.Tensor) -> torch.Tensor:
-    """Differentiable weighted EmbeddingBag through memlab's Triton kernels; (bags, B) in, (bags, dim) out."""
-    from .embedding_bag import TritonEmbeddingBag
+def embedding_bag_triton(
+    table: torch.Tensor, indices2d: torch.Tensor, weights2d: torch.Tensor, backward: str | None = None
+) -> torch.Tensor:
+    """Differentiable weighted EmbeddingBag through memlab's Triton kernels; (bags, B) in, (bags, dim) out.
 
-    return TritonEmbeddingBag.apply(table, indices2d, weights2d)
+    ``backward``: "atomic" | "reverse" | None (``MEMLAB_BAG_BACKWARD`` or ``embedding_bag.DEFAULT_BACKWARD``).
+    """
+    from .embedding_bag import TritonEmbeddingBag, resolve_backward
+
+    return TritonEmbeddingBag.apply(table, indices2d, weights2d, resolve_backward(backward))

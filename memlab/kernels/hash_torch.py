@@ -1,0 +1,87 @@
+"""HashMemory's fast CPU/torch path: fused addressing with a hand-written backward, then one weighted EmbeddingBag.
+
+The unfused composition (``HashMemory.read(*HashMemory.address(x))``) runs ~20 small torch ops and records an autograd
+node for each; at 1–16 tokens that overhead, not memory traffic, sets the time. Here:
+
+* inference (no gradient needed), fp32, a C compiler present: one C call (``memlab.kernels.cpu``) addresses and, for
+  ≤ ``cpu.FUSED_GATHER_MAX_TOKENS`` tokens, also gathers; more tokens go to ``F.embedding_bag`` for the gather.
+* otherwise: ``HashAddress`` — codes and p(z) in a handful of ops, one autograd node whose backward is the closed form
+  ∂p/∂z_i = p · (2/t) · sign(z_i) · σ(−2|z_i|/t)   (sign(0) = +, as in the code),
+  and for weighting="l1" (w = ‖z‖₁ p) ∂w/∂z_i = sign(z_i) · p · (1 + ‖z‖₁ (2/t) σ(−2|z_i|/t)) — then
+  ``F.embedding_bag``, whose own backward gives the table gradient.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from . import cpu
+
+
+def address_torch(x2d: torch.Tensor, num_tables: int, tau: int, temperature: float, l1: bool, offsets: torch.Tensor):
+    """Codes and weights in a few torch ops (no autograd graph): rows (N, K) int64, w (N, K), p (N, K), ‖z‖₁ or None."""
+    z = x2d.reshape(x2d.shape[0], num_tables, tau)
+    if z.dtype in (torch.float16, torch.bfloat16):
+        z = z.float()  # p is a product of τ factors: compute it in fp32 even for half inputs
+    powers = torch.ones((), dtype=torch.int64, device=z.device) << torch.arange(tau, device=z.device)
+    rows = ((z >= 0).long() * powers).sum(-1) + offsets
+    a = z.abs()
+    p = torch.sigmoid(a * (2.0 / temperature)).prod(-1)
+    if l1:
+        norm = a.sum(-1)
+        return rows, norm * p, p, norm
+    return rows, p, p, None
+
+
+class HashAddress(torch.autograd.Function):
+    """x2d (N, K·τ) → (rows (N, K) int64, weights (N, K)); differentiable in x through the weights."""
+
+    @staticmethod
+    def forward(ctx, x2d, num_tables, tau, temperature, l1, offsets):
+        rows, w, p, norm = address_torch(x2d, num_tables, tau, temperature, l1, offsets)
+        ctx.save_for_backward(x2d, p, norm if norm is not None else p)
+        ctx.shape = (num_tables, tau, temperature, l1)
+        ctx.mark_non_differentiable(rows)
+        return rows, w
+
+    @staticmethod
+    def backward(ctx, grad_rows, grad_w):
+        x2d, p, norm = ctx.saved_tensors
+        num_tables, tau, temperature, l1 = ctx.shape
+        z = x2d.reshape(x2d.shape[0], num_tables, tau).to(p.dtype)
+        scale = 2.0 / temperature
+        sign = torch.where(z >= 0, 1.0, -1.0).to(z.dtype)
+        s = torch.sigmoid(z.abs() * -scale)  # σ(−2|z_i|/t)
+        if l1:
+            dz = sign * (p * grad_w).unsqueeze(-1) * (1.0 + norm.unsqueeze(-1) * scale * s)
+        else:
+            dz = sign * (p * grad_w).unsqueeze(-1) * (scale * s)
+        return dz.reshape(x2d.shape).to(x2d.dtype), None, None, None, None, None
+
+
+def hash_memory_forward(module, x: torch.Tensor, use_c: bool | None = None) -> torch.Tensor:
+    """HashMemory.forward on the torch backend (see the module docstring for the routes).
+
+    ``use_c=False`` forces the pure-torch route (benchmarks use it to show what each step buys); None: C when possible.
+    """
+    tables, bias = module.tables, module.bias
+    lead = x.shape[:-1]
+    x2d = x.reshape(-1, module.in_features)
+    n = x2d.shape[0]
+    l1 = module.weighting == "l1"
+    params_need_grad = tables.requires_grad or (bias is not None and bias.requires_grad)
+    need_grad = torch.is_grad_enabled() and (x.requires_grad or params_need_grad)
+    args = (module.num_tables, module.tau, module.temperature, l1)
+    if use_c is not False and not need_grad and cpu.supports(x2d, tables) and cpu.available():
+        if n <= cpu.FUSED_GATHER_MAX_TOKENS:
+            out = cpu.hash_forward(x2d, tables, bias, *args)
+            return out.reshape(*lead, module.out_features)
+        rows, w = cpu.hash_address(x2d, *args)
+    elif torch.is_grad_enabled() and x.requires_grad:
+        rows, w = HashAddress.apply(x2d, *args, module.table_offsets)
+    else:
+        rows, w, _, _ = address_torch(x2d, *args, module.table_offsets)
+    out = F.embedding_bag(rows, tables, mode="sum", per_sample_weights=w.to(tables.dtype))
+    if bias is not None:
+        out = out + bias
+    return out.reshape(*lead, module.out_features)

@@ -1,0 +1,239 @@
+"""memlab's kernels against torch references: the Triton EmbeddingBag (forward, both backward strategies), the fused
+CPU HashMemory paths (C kernel and torch Function), over odd shapes, dtypes, empty bags and duplicate indices.
+
+Triton runs under the interpreter without CUDA (tests/conftest.py sets TRITON_INTERPRET=1; set here too in case this
+module runs alone). Each interpreted program costs milliseconds, so sizes stay small.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+
+import memlab  # noqa: E402
+from memlab import HashMemory  # noqa: E402
+from memlab.kernels import cpu, hash_torch, triton_available  # noqa: E402
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+needs_triton = pytest.mark.skipif(not triton_available(), reason="triton not installed")
+TOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 2e-2, torch.float64: 1e-12}
+
+
+def _bag_case(rows, dim, n_bags, bag, dtype, index_dtype=torch.int64, hot=False, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    table = torch.randn(rows, dim, generator=g).to(dtype)
+    hi = min(rows, 2) if hot else rows  # hot: every bag hits the same one or two rows
+    indices = torch.randint(0, hi, (n_bags, bag), generator=g).to(index_dtype)
+    weights = torch.randn(n_bags, bag, generator=g).to(dtype)
+    return table.to(DEVICE), indices.to(DEVICE), weights.to(DEVICE)
+
+
+def _reference(table, indices, weights):
+    """float64 reference: out[n] = Σ_j w[n, j] table[idx[n, j]]."""
+    t, w = table.double().cpu(), weights.double().cpu()
+    return (t[indices.long().cpu()] * w.unsqueeze(-1)).sum(-2)
+
+
+def _grads(table, indices, weights, backward, backend="triton", grad_seed=1):
+    table = table.detach().clone().requires_grad_()
+    weights = weights.detach().clone().requires_grad_()
+    out = memlab.embedding_bag(table, indices, weights, backend=backend, backward=backward)
+    g = torch.randn(out.shape, generator=torch.Generator().manual_seed(grad_seed)).to(out.dtype).to(out.device)
+    out.backward(g)
+    return out, table.grad, weights.grad, g
+
+
+def _reference_grads(table, indices, weights, g):
+    t = table.detach().double().cpu().requires_grad_()
+    w = weights.detach().double().cpu().requires_grad_()
+    (_reference_t(t, indices, w) * g.double().cpu()).sum().backward()
+    return t.grad, w.grad
+
+
+def _reference_t(t, indices, w):
+    return (t[indices.long().cpu()] * w.unsqueeze(-1)).sum(-2)
+
+
+# --- Triton EmbeddingBag: forward ---------------------------------------------------------------------------------
+
+@needs_triton
+@pytest.mark.parametrize("dim", [1, 7, 123, 256])
+@pytest.mark.parametrize("bag", [0, 1, 5])
+@pytest.mark.parametrize("index_dtype", [torch.int32, torch.int64])
+def test_forward_shapes_fp32(dim, bag, index_dtype):
+    table, idx, w = _bag_case(11, dim, 3, bag, torch.float32, index_dtype)
+    out = memlab.embedding_bag(table, idx, w, backend="triton")
+    torch.testing.assert_close(out.double().cpu(), _reference(table, idx, w), atol=1e-5, rtol=1e-5)
+
+
+@needs_triton
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_forward_dtypes(dtype):
+    table, idx, w = _bag_case(13, 123, 4, 6, dtype)
+    out = memlab.embedding_bag(table, idx, w, backend="triton")
+    assert out.dtype == dtype
+    tol = TOL[dtype]
+    torch.testing.assert_close(out.double().cpu(), _reference(table, idx, w), atol=tol * 10, rtol=tol)
+
+
+# --- Triton EmbeddingBag: both backward strategies --------------------------------------------------------------
+
+@needs_triton
+@pytest.mark.parametrize("backward", ["atomic", "reverse"])
+@pytest.mark.parametrize("dim,bag,hot", [(1, 3, False), (7, 1, False), (123, 5, True), (256, 4, False)])
+def test_backward_strategies_match_reference(backward, dim, bag, hot):
+    table, idx, w = _bag_case(9, dim, 6, bag, torch.float32, hot=hot)
+    _, gt, gw, g = _grads(table, idx, w, backward)
+    rt, rw = _reference_grads(table, idx, w, g)
+    torch.testing.assert_close(gt.double().cpu(), rt, atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(gw.double().cpu(), rw, atol=1e-4, rtol=1e-5)
+
+
+@needs_triton
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("index_dtype", [torch.int32, torch.int64])
+def test_backward_strategies_agree_half(dtype, index_dtype):
+    table, idx, w = _bag_case(10, 37, 5, 4, dtype, index_dtype, hot=True)
+    _, ta, wa, g = _grads(table, idx, w, "atomic")
+    _, tr, wr, _ = _grads(table, idx, w, "reverse")
+    rt, rw = _reference_grads(table, idx, w, g)
+    tol = TOL[dtype]
+    for got in (ta, tr):
+        torch.testing.assert_close(got.double().cpu(), rt, atol=tol * 20, rtol=tol * 4)
+    for got in (wa, wr):
+        torch.testing.assert_close(got.double().cpu(), rw, atol=tol * 40, rtol=tol * 4)
+    torch.testing.assert_close(ta.double(), tr.double(), atol=tol * 20, rtol=tol * 4)
+
+
+@needs_triton
+def test_reverse_backward_hot_row_duplicates_and_empty():
+    """Many tokens on one row (the MemoryFormer regime) and an empty bag set."""
+    table, _, _ = _bag_case(5, 33, 1, 1, torch.float32)
+    idx = torch.full((40, 3), 2, dtype=torch.int64, device=DEVICE)
+    idx[::4, 1] = 4
+    w = torch.randn(40, 3, device=DEVICE)
+    _, gt, gw, g = _grads(table, idx, w, "reverse")
+    rt, rw = _reference_grads(table, idx, w, g)
+    torch.testing.assert_close(gt.double().cpu(), rt, atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(gw.double().cpu(), rw, atol=1e-4, rtol=1e-5)
+    assert torch.all(gt[[0, 1, 3]] == 0)  # untouched rows: exact zeros
+    empty = torch.empty(4, 0, dtype=torch.int64, device=DEVICE)
+    _, gt0, gw0, _ = _grads(table, empty, torch.empty(4, 0, device=DEVICE), "reverse")
+    assert torch.all(gt0 == 0) and gw0.shape == (4, 0)
+
+
+@needs_triton
+def test_reverse_backward_is_deterministic():
+    table, idx, w = _bag_case(6, 64, 12, 5, torch.float32, hot=True)
+    first = _grads(table, idx, w, "reverse")
+    second = _grads(table, idx, w, "reverse")
+    assert torch.equal(first[1], second[1]) and torch.equal(first[2], second[2])
+
+
+@needs_triton
+@pytest.mark.parametrize("backward", ["atomic", "reverse"])
+def test_gradcheck_fp64(backward):
+    table, idx, w = _bag_case(4, 3, 3, 2, torch.float64, hot=True)
+
+    def f(t, ww):
+        return memlab.embedding_bag(t, idx, ww, backend="triton", backward=backward)
+
+    assert torch.autograd.gradcheck(f, (table.requires_grad_(), w.requires_grad_()), eps=1e-6, atol=1e-8)
+
+
+def test_backward_strategy_selection(monkeypatch):
+    from memlab.kernels.embedding_bag import DEFAULT_BACKWARD, resolve_backward
+
+    assert resolve_backward(None) == DEFAULT_BACKWARD
+    monkeypatch.setenv("MEMLAB_BAG_BACKWARD", "reverse")
+    assert resolve_backward(None) == "reverse"
+    assert resolve_backward("atomic") == "atomic"
+    with pytest.raises(ValueError, match="backward"):
+        resolve_backward("magic")
+
+
+def test_reverse_indices_csr():
+    from memlab.kernels.embedding_bag import reverse_indices
+
+    idx = torch.tensor([[3, 1], [3, 3], [0, 1]])
+    row_ids, start, end, perm = reverse_indices(idx, 5)
+    assert row_ids.tolist() == [3, 1, 0]  # by hit count, most first; row 2 and 4 untouched
+    flat = idx.reshape(-1)
+    for r, s, e in zip(row_ids.tolist(), start.tolist(), end.tolist()):
+        positions = perm[s:e].tolist()
+        assert positions == sorted(positions) and all(flat[p] == r for p in positions)
+
+
+# --- HashMemory: fused paths == unfused composition --------------------------------------------------------------
+
+@pytest.mark.parametrize("weighting", ["paper", "l1"])
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("n", [1, 3, 37])
+def test_fused_hash_forward_and_grads_match_unfused(weighting, bias, n):
+    torch.manual_seed(0)
+    hm = HashMemory(42, 13, tau=7, weighting=weighting, bias=bias, temperature=0.7, backend="torch").double()
+    x = torch.randn(2, n, 42, dtype=torch.float64, requires_grad=True)
+    y, yr = hm(x), hm.read(*hm.address(x))
+    torch.testing.assert_close(y, yr, atol=1e-12, rtol=1e-12)
+    g = torch.randn_like(y)
+    params = [x, hm.tables] + ([hm.bias] if bias else [])
+    got = torch.autograd.grad((y * g).sum(), params)
+    want = torch.autograd.grad((yr * g).sum(), params)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-10)
+
+
+def test_fused_hash_gradcheck_fp64():
+    torch.manual_seed(1)
+    hm = HashMemory(12, 5, tau=4, temperature=1.3, backend="torch").double()
+    x = torch.randn(3, 12, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(hm, (x,))
+    hm_l1 = HashMemory(12, 5, tau=4, weighting="l1", backend="torch").double()
+    assert torch.autograd.gradcheck(hm_l1, (x,))
+
+
+@pytest.mark.parametrize("n", [0, 1, 4, 5, 300])
+@pytest.mark.parametrize("weighting", ["paper", "l1"])
+def test_inference_paths_fp32(n, weighting):
+    """no_grad fp32: the C kernel (fused gather up to FUSED_GATHER_MAX_TOKENS, address-only above) and the pure-torch
+    route both equal the unfused composition."""
+    torch.manual_seed(2)
+    hm = HashMemory(64, 70, tau=8, weighting=weighting, bias=True, backend="torch")
+    x = torch.randn(n, 64)
+    with torch.no_grad():
+        want = hm.read(*hm.address(x))
+        torch.testing.assert_close(hm(x), want, atol=2e-6, rtol=1e-5)
+        torch.testing.assert_close(hash_torch.hash_memory_forward(hm, x, use_c=False), want, atol=2e-6, rtol=1e-5)
+
+
+@pytest.mark.skipif(not cpu.available(), reason="no C compiler: the pure-torch path is used")
+@pytest.mark.parametrize("threads", [1, 2])
+def test_c_kernel_address_and_forward(threads):
+    torch.manual_seed(3)
+    hm = HashMemory(40, 9, tau=5, temperature=0.5)
+    x = torch.randn(33, 40)
+    x[0, :5] = 0.0  # sign(0) counts as +
+    rows, w = cpu.hash_address(x, hm.num_tables, hm.tau, hm.temperature, False, threads=threads)
+    want_rows, want_w = hm.address(x)
+    assert torch.equal(rows, want_rows)
+    torch.testing.assert_close(w, want_w, atol=1e-6, rtol=1e-5)
+    out = cpu.hash_forward(x, hm.tables.detach(), None, hm.num_tables, hm.tau, hm.temperature, False, threads=threads)
+    torch.testing.assert_close(out, hm.read(want_rows, want_w).detach(), atol=1e-6, rtol=1e-5)
+
+
+def test_fused_forward_keeps_input_shape_and_dtype_bf16_input():
+    hm = HashMemory(16, 6, tau=4)
+    x = torch.randn(2, 3, 16).to(torch.bfloat16)
+    y = hm(x)
+    assert y.shape == (2, 3, 6) and y.dtype == torch.float32
+    # p is computed in fp32 here, in bf16 by the unfused composition: bf16-level agreement
+    torch.testing.assert_close(y, hm.read(*hm.address(x)), atol=2e-3, rtol=2e-2)
+    torch.testing.assert_close(y, hm(x.float()), atol=1e-6, rtol=1e-5)
+    xr = x.clone().requires_grad_()
+    hm(xr).sum().backward()
+    assert xr.grad.dtype == torch.bfloat16
