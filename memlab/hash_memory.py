@@ -118,8 +118,8 @@ class HashMemory(nn.Module):
         """y = read(address(x)), fused: on the torch backend one C call (inference, when a C compiler is present) or
         a fused addressing node with a closed-form backward (``memlab.kernels.hash_torch``); on the triton backend
         the unfused composition. Same numbers as ``self.read(*self.address(x))`` up to fp32 rounding."""
-        check_float_input(x, self.in_features, type(self).__name__)
-        if resolve_backend(self.backend, self.tables) == "torch":
+        check_float_input(x, self.in_features, "HashMemory")
+        if self.backend == "torch" or resolve_backend(self.backend, self._parameters["tables"]) == "torch":
             return hash_memory_forward(self, x)
         return self.read(*self.address(x))
 

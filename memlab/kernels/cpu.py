@@ -272,6 +272,12 @@ def hash_forward(
     x2d = x2d.contiguous()
     n, d = x2d.shape[0], tables.shape[1]
     out = torch.empty(n, d, dtype=torch.float32)
+    if 0 < n <= FUSED_GATHER_MAX_TOKENS and threads is None:  # the latency path: one call, no thread pool
+        bp = None if bias is None else bias.detach().contiguous().data_ptr()
+        if lib.forward(x2d.data_ptr(), tables.data_ptr(), bp, out.data_ptr(), n, num_tables, tau, d,
+                       2.0 / temperature, int(l1), None, None):
+            raise MemoryError("memlab C kernel could not allocate its scratch buffers")
+        return out
     if n:
         bias_c = bias.detach().contiguous() if bias is not None else None
         bp = bias_c.data_ptr() if bias_c is not None else None

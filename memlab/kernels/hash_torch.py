@@ -64,24 +64,26 @@ def hash_memory_forward(module, x: torch.Tensor, use_c: bool | None = None) -> t
 
     ``use_c=False`` forces the pure-torch route (benchmarks use it to show what each step buys); None: C when possible.
     """
-    tables, bias = module.tables, module.bias
+    params = module._parameters  # plain dict look-ups: nn.Module.__getattr__ costs ~1 µs each at 1 token
+    tables, bias = params["tables"], params.get("bias")
     lead = x.shape[:-1]
-    x2d = x.reshape(-1, module.in_features)
+    x2d = x if x.dim() == 2 else x.reshape(-1, module.in_features)
     n = x2d.shape[0]
     l1 = module.weighting == "l1"
-    params_need_grad = tables.requires_grad or (bias is not None and bias.requires_grad)
-    need_grad = torch.is_grad_enabled() and (x.requires_grad or params_need_grad)
+    grad_mode = torch.is_grad_enabled()
+    need_grad = grad_mode and (
+        x.requires_grad or tables.requires_grad or (bias is not None and bias.requires_grad))
     args = (module.num_tables, module.tau, module.temperature, l1)
     if use_c is not False and not need_grad and cpu.supports(x2d, tables) and cpu.available():
         if n <= cpu.FUSED_GATHER_MAX_TOKENS:
             out = cpu.hash_forward(x2d, tables, bias, *args)
-            return out.reshape(*lead, module.out_features)
+            return out if x.dim() == 2 else out.reshape(*lead, module.out_features)
         rows, w = cpu.hash_address(x2d, *args)
-    elif torch.is_grad_enabled() and x.requires_grad:
+    elif grad_mode and x.requires_grad:
         rows, w = HashAddress.apply(x2d, *args, module.table_offsets)
     else:
         rows, w, _, _ = address_torch(x2d, *args, module.table_offsets)
     out = F.embedding_bag(rows, tables, mode="sum", per_sample_weights=w.to(tables.dtype))
     if bias is not None:
         out = out + bias
-    return out.reshape(*lead, module.out_features)
+    return out if x.dim() == 2 else out.reshape(*lead, module.out_features)

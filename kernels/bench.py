@@ -1,0 +1,229 @@
+"""memlab kernel benchmarks: bytes moved, time, GB/s, % of peak bandwidth, ratio to F.embedding_bag — one run.
+
+    python kernels/bench.py            # full run (~2 min on a 2-core CPU), writes kernels/results/<device>.json
+    python kernels/bench.py --quick    # small sizes, a few seconds (tests use it with --out to a temp dir)
+
+What is measured where:
+* CUDA: memlab's Triton kernels (forward; backward "atomic" and "reverse") against F.embedding_bag, timed with
+  triton.testing.do_bench. Peak bandwidth = a measured device-to-device copy in the same run.
+* CPU: the torch paths (Triton on CPU only runs in the interpreter, which is not a performance tool), timed with
+  memlab.timing.time_side_by_side (interleaved rounds, medians). Peak = a STREAM-like copy measured in the same run.
+  Plus the HashMemory vs nn.Linear ladder: what each step of the fused CPU path bought.
+
+Regimes (papers.md §B):
+* "memoryformer": K tables × 2^τ rows × d, bags of K rows from real hash addresses of random tokens — small, hot tables
+  (every row is hit by ~N/2^τ tokens).
+* "pkm": a large value table, bags of heads·top-k random rows — sparse. 1M × 1024 fp32 is 4 GB: on CPU the table is
+  smaller (printed in the row), on CUDA it is the full 1M rows.
+
+Bytes counted (the minimum traffic of an ideal kernel, each byte once):
+  forward  = N·B·d·e (rows read) + N·B·(index + weight bytes) + N·d·e (output written)
+  backward = N·B·d·e (grad_out re-read per contribution) + N·B·d·e (rows re-read for grad_w) + R·d·e (dense table
+             gradient written; R = table rows) + N·B·(index + weight + grad_w bytes)
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+HERE = Path(__file__).resolve().parent
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "0")  # never time the interpreter
+
+import memlab  # noqa: E402
+from memlab import HashMemory  # noqa: E402
+from memlab.env import environment_report  # noqa: E402
+from memlab.kernels import cpu as cpu_kernel  # noqa: E402
+from memlab.kernels import hash_torch  # noqa: E402
+from memlab.timing import time_side_by_side  # noqa: E402
+
+CUDA = torch.cuda.is_available()
+DEVICE = "cuda" if CUDA else "cpu"
+
+
+def device_name() -> str:
+    if CUDA:
+        return torch.cuda.get_device_name()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return "CPU " + line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "CPU " + (platform.processor() or platform.machine())
+
+
+def slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+def timed(candidates: dict, quick: bool) -> dict[str, float]:
+    """Median seconds per call, all candidates measured in the same run."""
+    if CUDA:
+        import triton.testing
+
+        return {k: triton.testing.do_bench(fn, warmup=25, rep=100 if not quick else 20) * 1e-3
+                for k, fn in candidates.items()}
+    return time_side_by_side(candidates, rounds=5 if quick else 9, min_time_per_round=1e-3 if quick else 4e-3)
+
+
+def peak_bandwidth(quick: bool) -> float:
+    """GB/s of a large tensor copy (read + write bytes), measured now: the practical peak on this device."""
+    n = (16 if quick else 256) * 2**20 // 4
+    src = torch.randn(n, device=DEVICE)
+    dst = torch.empty_like(src)
+    t = timed({"copy": lambda: dst.copy_(src)}, quick)["copy"]
+    return 2 * n * 4 / t / 1e9
+
+
+def bag_case(regime: str, dtype: torch.dtype, quick: bool):
+    g = torch.Generator().manual_seed(0)
+    if regime == "memoryformer":
+        k, tau, d, n = (16, 8, 256, 256) if quick else (128, 8, 1024, 2048)
+        hm = HashMemory(k * tau, d, tau=tau, backend="torch")
+        idx, w = hm.address(torch.randn(n, k * tau, generator=g))
+        table = hm.tables.detach()
+        shape = f"{k}x2^{tau} rows x {d}, N={n}, B={k}"
+    else:
+        rows, d, n, b = (16384, 256, 128, 64) if quick else ((2**20, 1024, 2048, 128) if CUDA else (65536, 1024, 512, 128))
+        table = torch.randn(rows, d, generator=g) * 0.02
+        idx = torch.randint(0, rows, (n, b), generator=g)
+        w = torch.softmax(torch.randn(n, b, generator=g), -1)
+        shape = f"{rows} rows x {d}, N={n}, B={b}" + ("" if CUDA or quick else " (CPU: not 1M rows = 4 GB)")
+    return table.to(DEVICE, dtype), idx.to(DEVICE), w.to(DEVICE, dtype), shape
+
+
+def bag_bytes(table, idx, w, direction: str) -> int:
+    n, b = idx.shape
+    rows, d = table.shape
+    e = table.element_size()
+    meta = n * b * (idx.element_size() + w.element_size())
+    if direction == "fwd":
+        return n * b * d * e + meta + n * d * e
+    return 2 * n * b * d * e + rows * d * e + meta + n * b * w.element_size()
+
+
+def bench_bags(quick: bool, peak: float, log) -> list[dict]:
+    results = []
+    for regime in ("memoryformer", "pkm"):
+        for dtype in (torch.float32, torch.bfloat16):
+            table, idx, w, shape = bag_case(regime, dtype, quick)
+            fwd = {"F.embedding_bag": lambda: F.embedding_bag(idx, table, mode="sum", per_sample_weights=w)}
+            if CUDA:
+                fwd["memlab triton"] = lambda: memlab.embedding_bag(table, idx, w, backend="triton", check=False)
+            else:
+                fwd["memlab torch"] = lambda: memlab.embedding_bag(table, idx, w, backend="torch", check=False)
+            tt, ww = table.clone().requires_grad_(), w.clone().requires_grad_()
+            g = torch.randn(idx.shape[0], table.shape[1], device=DEVICE, dtype=dtype)
+            ref_out = F.embedding_bag(idx, tt, mode="sum", per_sample_weights=ww)
+            bwd = {"F.embedding_bag": lambda: torch.autograd.grad(ref_out, [tt, ww], g, retain_graph=True)}
+            if CUDA:
+                for strategy in ("atomic", "reverse"):
+                    out = memlab.embedding_bag(tt, idx, ww, backend="triton", check=False, backward=strategy)
+                    bwd[f"memlab triton {strategy}"] = (
+                        lambda out=out: torch.autograd.grad(out, [tt, ww], g, retain_graph=True))
+            for direction, cands in (("fwd", fwd), ("bwd", bwd)):
+                times = timed(cands, quick)
+                nbytes = bag_bytes(table, idx, w, direction)
+                base = times["F.embedding_bag"]
+                for name, t in times.items():
+                    row = {
+                        "regime": regime, "shape": shape, "dtype": str(dtype).replace("torch.", ""),
+                        "direction": direction, "kernel": name, "bytes": nbytes, "time_s": t,
+                        "GBps": nbytes / t / 1e9, "pct_peak": 100 * nbytes / t / 1e9 / peak,
+                        "speedup_vs_F.embedding_bag": base / t,
+                    }
+                    results.append(row)
+                    log(f"{regime:12s} {row['dtype']:8s} {direction} {name:24s} {nbytes / 1e6:9.1f} MB "
+                        f"{t * 1e3:9.3f} ms {row['GBps']:7.1f} GB/s {row['pct_peak']:5.1f}% peak "
+                        f"x{row['speedup_vs_F.embedding_bag']:.2f} vs F.embedding_bag")
+    return results
+
+
+def bench_hash_vs_linear(quick: bool, log) -> list[dict]:
+    """HashMemory(d, d, τ=8) forward vs nn.Linear(d, d, bias=False), side by side; one column per optimisation step."""
+    d = 256 if quick else 1024
+    token_counts = (1, 16) if quick else (1, 4, 16, 256, 2048)
+    torch.manual_seed(0)
+    hm = HashMemory(d, d, tau=8, backend="torch").to(DEVICE)
+    lin = torch.nn.Linear(d, d, bias=False).to(DEVICE)
+    results = []
+    log(f"HashMemory({d}, {d}, tau=8) vs nn.Linear({d}, {d}): ratio = Linear time / HashMemory time (>1: faster); "
+        f"C kernel available: {cpu_kernel.available()}; threads: {torch.get_num_threads()}")
+    for n in token_counts:
+        x = torch.randn(n, d, device=DEVICE)
+        with torch.no_grad():
+            idx, w = hm.address(x)
+            cands = {
+                "nn.Linear": lambda: lin(x),
+                "unfused (read(address(x)))": lambda: hm.read(*hm.address(x)),
+                "fused torch ops": lambda: hash_torch.hash_memory_forward(hm, x, use_c=False),
+                "HashMemory.forward (default)": lambda: hm(x),
+                "gather only (F.embedding_bag)": lambda: F.embedding_bag(idx, hm.tables, mode="sum",
+                                                                         per_sample_weights=w),
+            }
+            times = timed(cands, quick)
+        train = timed({"nn.Linear": lambda: lin(x), "HashMemory.forward (default)": lambda: hm(x)}, quick)
+        row = {"tokens": n, "d": d, "tau": 8, "inference_s": times, "train_forward_s": train,
+               "ratio_linear_over": {k: times["nn.Linear"] / t for k, t in times.items()},
+               "train_ratio_linear_over_hash": train["nn.Linear"] / train["HashMemory.forward (default)"]}
+        results.append(row)
+        log(f"  N={n:5d} " + "  ".join(f"{k}: {t * 1e6:.0f}us (x{times['nn.Linear'] / t:.2f})" for k, t in times.items())
+            + f"  | grad-enabled forward: x{row['train_ratio_linear_over_hash']:.2f}")
+    return results
+
+
+def write_json_atomic(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(payload, f, indent=1)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="small sizes, a few seconds (for tests)")
+    ap.add_argument("--out", type=Path, default=HERE / "results", help="directory for <device>.json")
+    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads before measuring")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    lines: list[str] = []
+
+    def log(s: str) -> None:
+        print(s, flush=True)
+        lines.append(s)
+
+    name = device_name()
+    log(f"device: {name}  torch {torch.__version__}  threads {torch.get_num_threads()}  quick={args.quick}")
+    peak = peak_bandwidth(args.quick)
+    log(f"peak bandwidth (measured tensor copy, read+write): {peak:.1f} GB/s")
+    bags = bench_bags(args.quick, peak, log)
+    hvl = bench_hash_vs_linear(args.quick, log)
+    payload = {
+        "device": name, "device_type": DEVICE, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+        "quick": args.quick, "versions": environment_report(), "threads": torch.get_num_threads(),
+        "peak_GBps": peak, "peak_method": "torch copy_ of a large fp32 tensor, 2 x bytes / time",
+        "timing": "triton.testing.do_bench" if CUDA else "memlab.timing.time_side_by_side (medians, interleaved)",
+        "bags": bags, "hash_vs_linear": hvl, "log": lines,
+    }
+    path = args.out / f"{slug(name)}.json"
+    write_json_atomic(path, payload)
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

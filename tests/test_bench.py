@@ -1,0 +1,34 @@
+"""kernels/bench.py --quick runs end to end and writes its JSON result file (to a temp dir)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_bench_quick_writes_json(tmp_path):
+    env = dict(os.environ, TRITON_INTERPRET=os.environ.get("TRITON_INTERPRET", "0"))
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "kernels" / "bench.py"), "--quick", "--threads", "1", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=300, env=env, cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    files = list(tmp_path.glob("*.json"))
+    assert len(files) == 1, files
+    data = json.loads(files[0].read_text())
+    for key in ("device", "device_type", "date", "versions", "peak_GBps", "bags", "hash_vs_linear", "timing"):
+        assert key in data, key
+    assert data["quick"] is True and data["peak_GBps"] > 0
+    row = data["bags"][0]
+    for key in ("regime", "dtype", "direction", "kernel", "bytes", "time_s", "GBps", "pct_peak",
+                "speedup_vs_F.embedding_bag"):
+        assert key in row, key
+    assert {r["regime"] for r in data["bags"]} == {"memoryformer", "pkm"}
+    assert {r["direction"] for r in data["bags"]} == {"fwd", "bwd"}
+    assert data["hash_vs_linear"][0]["ratio_linear_over"]["nn.Linear"] == 1.0
+    assert "GB/s" in proc.stdout
+    assert not list(tmp_path.glob("*.tmp"))  # atomic write leaves no temp file
