@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m memlab compare
+	$(PY) -m memlab demo
 
 # Unit and kernel tests: with no GPU, tests/conftest.py turns on TRITON_INTERPRET=1 so Triton kernels run on the CPU.
 test-unit: $(STAMP)

@@ -66,7 +66,11 @@ def stdlib_dir() -> Path:
 
 def stdlib_source_files(root: Path) -> list[Path]:
     """Every ``*.py`` under ``root`` outside site-packages and test folders, in sorted order."""
-    return sorted(p for p in root.rglob("*.py") if not _SKIP_DIRS.intersection(p.relative_to(root).parts))
+    found = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if d not in _SKIP_DIRS]  # prune: never walk site-packages or test folders
+        found.extend(Path(folder) / f for f in files if f.endswith(".py"))
+    return sorted(found)
 
 
 def docstrings_from_source(source: str | bytes, module: str = "") -> list[tuple[str, str]]:
@@ -167,6 +171,18 @@ def build_python_docs(cache_dir: str | os.PathLike | None = None, root: str | os
     _atomic_write(val_path, val)
     _atomic_write(meta_path, (json.dumps(meta, indent=2) + "\n").encode())
     return Corpus("python-docs", _from_bytes(train), _from_bytes(val), meta)
+
+
+def quick_python_docs(n_files: int = 60, root: str | os.PathLike | None = None) -> Corpus:
+    """A small in-memory python-docs corpus from the first ``n_files`` stdlib sources (no cache, ~1 s): for fast mode
+    and tests. Same builder, same split rule, just fewer documents."""
+    root = Path(root) if root is not None else stdlib_dir()
+    docs = []
+    for path in stdlib_source_files(root)[:n_files]:
+        module = ".".join(path.relative_to(root).with_suffix("").parts)
+        docs.extend((f"{module}:{name}", text) for name, text in docstrings_from_source(path.read_bytes(), module))
+    train, val = split_documents(docs)
+    return Corpus("python-docs-quick", _from_bytes(train), _from_bytes(val), {"documents": len(docs)})
 
 
 def load_text_file(path: str | os.PathLike, val_fraction: float = 0.1) -> Corpus:

@@ -319,15 +319,23 @@ def train(model_config: ModelConfig | dict, cfg: TrainConfig | dict | None = Non
     return results
 
 
+def tokens_per_second(history: list[dict], skip: int = 2) -> float:
+    """Training throughput: tokens / seconds over the steps after the first ``skip`` (warm-up, lazy init).
+
+    Every step trains the same number of tokens, so this is the harmonic mean of the per-step rates — a mean, not a
+    median: on a shared machine the slow steps are real time too."""
+    rates = [h["tokens_per_s"] for h in (history[skip:] if len(history) > skip else history)]
+    return len(rates) / sum(1 / r for r in rates) if rates else float("nan")
+
+
 def finish_run(model, cfg, model_config, state, facts, stopped_early, say) -> dict:
     """Final metrics (val ppl, fact probes, tokens/s) and the run's files."""
     run_dir = Path(cfg.out_dir) / cfg.name
-    tps = [h["tokens_per_s"] for h in state["history"][min(3, len(state["history"]) - 1):]]
     final = state["evals"][-1]
     results = {
         "name": cfg.name, **model.report(), "steps": state["step"], "stopped_early": stopped_early,
         "tokens_trained": state["step"] * cfg.batch_size * model_config.seq_len,
-        "tokens_per_s": statistics.median(tps) if tps else float("nan"),
+        "tokens_per_s": tokens_per_second(state["history"]),
         "train_seconds": state["train_seconds"], "val_loss": final["val_loss"], "val_ppl": final["val_ppl"],
         "train_loss": state["history"][-1]["loss"],
     }
