@@ -5,10 +5,11 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.py))
 
-.PHONY: help venv demo test test-unit test-notebooks notebooks bench clean
+.PHONY: help venv demo compare test test-unit test-notebooks notebooks bench clean
 
 help:
-	@echo "make demo            create .venv if needed, then run the main job (python -m memlab compare)"
+	@echo "make demo            create .venv if needed, then train and compare tiny dense / MemoryFormer / Memory+ LMs"
+	@echo "make compare         layer-level comparison vs nn.Linear (python -m memlab compare)"
 	@echo "make test            create .venv if needed, then run every test (unit, Triton interpreter, nbval)"
 	@echo "make notebooks       re-execute every notebook in full mode and refresh the committed .ipynb"
 	@echo "make bench           kernel benchmarks (kernels/bench.py)"
@@ -22,6 +23,9 @@ venv: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) -m memlab demo
+
+compare: $(STAMP)
+	$(PY) -m memlab compare
 
 # Unit and kernel tests: with no GPU, tests/conftest.py turns on TRITON_INTERPRET=1 so Triton kernels run on the CPU.
 test-unit: $(STAMP)

@@ -25,12 +25,10 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import re
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
@@ -43,6 +41,7 @@ if not torch.cuda.is_available():
 import memlab  # noqa: E402
 from memlab import HashMemory  # noqa: E402
 from memlab.env import environment_report  # noqa: E402
+from memlab.io import atomic_write_json  # noqa: E402
 from memlab.kernels import cpu as cpu_kernel  # noqa: E402
 from memlab.kernels import hash_torch  # noqa: E402
 from memlab.timing import time_side_by_side  # noqa: E402
@@ -183,15 +182,6 @@ def bench_hash_vs_linear(quick: bool, log) -> list[dict]:
     return results
 
 
-def write_json_atomic(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(payload, f, indent=1)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="small sizes, a few seconds (for tests)")
@@ -220,7 +210,7 @@ def main(argv=None) -> int:
         "bags": bags, "hash_vs_linear": hvl, "log": lines,
     }
     path = args.out / f"{slug(name)}.json"
-    write_json_atomic(path, payload)
+    atomic_write_json(path, payload)
     print(f"wrote {path}")
     return 0
 

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import torch
 
+from .io import atomic_write_bytes
+
 CORPORA = ("python-docs", "tinyshakespeare")
 DEFAULT_CORPUS = "python-docs"
 VAL_PER_MILLE = 50  # 5 % of documents go to validation
@@ -46,13 +48,6 @@ def default_cache_dir() -> Path:
         return Path(os.environ["MEMLAB_CACHE"])
     root = repo_root()
     return root / "data" / "cache" if root else Path.home() / ".cache" / "memlab"
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def sha256(data: bytes) -> str:
@@ -167,9 +162,9 @@ def build_python_docs(cache_dir: str | os.PathLike | None = None, root: str | os
         "train_bytes": len(train), "val_bytes": len(val), "train_sha256": sha256(train), "val_sha256": sha256(val),
         "val_per_mille": VAL_PER_MILLE,
     }
-    _atomic_write(train_path, train)
-    _atomic_write(val_path, val)
-    _atomic_write(meta_path, (json.dumps(meta, indent=2) + "\n").encode())
+    atomic_write_bytes(train_path, train)
+    atomic_write_bytes(val_path, val)
+    atomic_write_bytes(meta_path, (json.dumps(meta, indent=2) + "\n").encode())
     return Corpus("python-docs", _from_bytes(train), _from_bytes(val), meta)
 
 
@@ -212,7 +207,7 @@ def download_tinyshakespeare(cache_dir: str | os.PathLike | None = None, timeout
                 f"could not download tinyshakespeare ({e.__class__.__name__}: {e}); this machine looks offline — "
                 f"use the default offline corpus (--corpus python-docs) or a local file (--text PATH)"
             ) from None
-        _atomic_write(path, data)
+        atomic_write_bytes(path, data)
     return load_text_file(path)
 
 

@@ -19,7 +19,8 @@ from pathlib import Path
 from . import data as data_lib
 from .env import fast_mode
 from .models import ModelConfig
-from .train import TrainConfig, atomic_write_text, train
+from .io import atomic_write_text
+from .train import TrainConfig, train
 
 DEMO_MODELS = ("dense", "memoryformer", "memoryplus")
 

@@ -82,6 +82,8 @@ class ProductKeyMemory(nn.Module):
         super().__init__()
         for name, value in (("d_model", d_model), ("n_keys", n_keys), ("heads", heads), ("topk", topk)):
             check_positive_int(value, name)
+        if values is not None and not isinstance(values, SharedValues):
+            raise TypeError(f"values must be a memlab.SharedValues, got {type(values).__name__}")
         k_dim = k_dim if k_dim is not None else 2 * max(1, d_model // 4)  # ½ d_model, rounded to even
         v_dim = v_dim if v_dim is not None else (values.dim if values is not None else d_model)
         check_positive_int(k_dim, "k_dim")
@@ -93,8 +95,6 @@ class ProductKeyMemory(nn.Module):
         if query_norm not in QUERY_NORMS:
             raise ValueError(f"query_norm={query_norm!r} is not one of {QUERY_NORMS}")
         if values is not None:
-            if not isinstance(values, SharedValues):
-                raise TypeError(f"values must be a memlab.SharedValues, got {type(values).__name__}")
             if values.n_values != n_keys**2 or values.dim != v_dim:
                 raise ValueError(
                     f"shared values hold {values.n_values} × {values.dim} but this layer addresses n_keys²={n_keys**2} "

@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 from . import data as data_lib
+from .io import atomic_torch_save, atomic_write_text
 from .models import GPT, ModelConfig, usage_statistics
 
 
@@ -179,26 +180,6 @@ def evaluate(model: GPT, batches, device) -> float:
 
 
 # ---------------------------------------------------------------------------------------------------------- checkpoints
-def atomic_torch_save(obj, path: Path) -> None:
-    """torch.save to a temporary file in the same folder, then os.replace: a kill never leaves half a checkpoint."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    with open(tmp, "wb") as f:
-        f.write(buffer.getvalue())
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> tuple[GPT, dict]:
     """(model, checkpoint dict) from a run folder or a checkpoint file."""
     path = Path(path)

@@ -5,7 +5,6 @@ import json
 import math
 
 import pytest
-import torch
 
 from memlab import data as data_lib
 from memlab.__main__ import main

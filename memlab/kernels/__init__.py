@@ -16,9 +16,9 @@ import torch
 @functools.lru_cache(maxsize=None)
 def triton_available() -> bool:
     """True when the ``triton`` package can be imported."""
-    if importlib.util.find_spec("triton") is None:
-        return False
     try:
+        if importlib.util.find_spec("triton") is None:
+            return False
         import triton  # noqa: F401
     except Exception:  # a broken install counts as absent; the torch backend still works
         return False
