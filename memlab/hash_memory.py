@@ -117,11 +117,14 @@ class HashMemory(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """y = read(address(x)), fused: on the torch backend one C call (inference, when a C compiler is present) or
         a fused addressing node with a closed-form backward (``memlab.kernels.hash_torch``); on the triton backend
-        the unfused composition. Same numbers as ``self.read(*self.address(x))`` up to fp32 rounding."""
+        one Triton kernel that hashes and gathers (``memlab.kernels.hash_triton``). Same numbers as
+        ``self.read(*self.address(x))`` up to fp32 rounding."""
         check_float_input(x, self.in_features, "HashMemory")
         if self.backend == "torch" or resolve_backend(self.backend, self._parameters["tables"]) == "torch":
             return hash_memory_forward(self, x)
-        return self.read(*self.address(x))
+        from .kernels.hash_triton import hash_memory_triton  # imports triton: only on the triton backend
+
+        return hash_memory_triton(self, x)
 
     def memory_bytes(self, dtype: torch.dtype = torch.float32) -> int:
         """Bytes of the hash tables stored in ``dtype`` (the bias is not counted, as in the paper's tables)."""
