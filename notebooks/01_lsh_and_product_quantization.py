@@ -41,7 +41,7 @@ import math
 import matplotlib.pyplot as plt
 import torch
 
-from memlab import hashing, lsh, product_keys, stats
+from memlab import hashing, lsh, plots, product_keys, stats
 from memlab import quantization as pq
 from memlab.timing import time_side_by_side
 
@@ -195,19 +195,12 @@ assert results["per-feature offsets", "LN"]["kl_uniform"] > 0.5  # what LayerNor
 #   training.
 
 # %%
+curves = {"isotropic N(0,1), raw": cases["isotropic N(0,1)"]}
+for name in ("common offset +1", "ReLU outputs"):
+    curves[f"{name}, raw"], curves[f"{name}, LN"] = cases[name], norm(cases[name])
 fig, ax = plt.subplots(figsize=(6, 3.5))
-for name in ("isotropic N(0,1)", "common offset +1", "ReLU outputs"):
-    for tag, xx in (("raw", cases[name]), ("LN", norm(cases[name]))):
-        if name == "isotropic N(0,1)" and tag == "LN":
-            continue
-        c = stats.hash_bucket_counts(layer.codes(xx), tau)[0].sort(descending=True).values
-        ax.plot(c.numpy(), label=f"{name}, {tag}")
-ax.set_yscale("symlog", linthresh=1)
-ax.set_xlabel("bucket rank (table 0)")
-ax.set_ylabel("hits")
-ax.set_title("bucket usage, most-hit first")
-ax.grid(alpha=0.3)
-ax.legend(fontsize=8)
+plots.plot_usage({label: stats.hash_bucket_counts(layer.codes(xx), tau)[0] for label, xx in curves.items()}, ax=ax)
+ax.set_title("bucket usage of table 0, most-hit first")
 plt.show()
 
 # %% [markdown]
