@@ -163,8 +163,8 @@ def observations(results: list[dict]) -> list[str]:
         )
         notes.append(
             f"Training speed on this machine: MemoryFormer {mf['tokens_per_s'] / d['tokens_per_s']:.2f}× dense tokens/s "
-            "(FLOPs are not time on a CPU: gathers, the dense optimizer update of every table row, and the sparse-table "
-            "gradient dominate)."
+            "(FLOPs are not time on a CPU; likely costs, not profiled here: the row gathers, the dense optimizer update "
+            "of every table row, and the table gradient's scatter)."
         )
         behind = mf["val_ppl"] > d["val_ppl"]
         notes.append(
