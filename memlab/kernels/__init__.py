@@ -1,4 +1,9 @@
-"""Triton kernels behind ``memlab.embedding_bag(backend="triton")``.
+"""Triton kernels behind ``memlab.embedding_bag(backend="triton")`` and ``HashMemory(backend="triton")``.
+
+embedding_bag.py  the weighted bag: 2-D tile forward; backward by atomics or atomic-free reverse indices
+hash_triton.py    MemoryFormer fused: sign codes and p(z) in registers, then the gather (no intermediate tensors)
+teaching.py       the one-row-per-program gather that notebook 04 starts from
+hash_torch.py, cpu.py   the CPU paths: fused torch addressing with a closed-form backward; a small C kernel
 
 triton is optional: on macOS (no wheels) or without it, ``triton_available()`` is False and memlab uses its torch
 backend. The kernels run on CUDA tensors, or on CPU tensors under the Triton interpreter — set ``TRITON_INTERPRET=1``
