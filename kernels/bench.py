@@ -155,6 +155,9 @@ def bench_hash_vs_linear(quick: bool, log) -> list[dict]:
     token_counts = (1, 16) if quick else (1, 4, 16, 256, 2048)
     torch.manual_seed(0)
     hm = HashMemory(d, d, tau=8, backend="torch").to(DEVICE)
+    hm_triton = HashMemory(d, d, tau=8, backend="triton").to(DEVICE) if CUDA else None
+    if hm_triton is not None:
+        hm_triton.tables = hm.tables  # same weights: the fused Triton kernel (memlab.kernels.hash_triton)
     lin = torch.nn.Linear(d, d, bias=False).to(DEVICE)
     results = []
     log(f"HashMemory({d}, {d}, tau=8) vs nn.Linear({d}, {d}): ratio = Linear time / HashMemory time (>1: faster); "
@@ -171,6 +174,8 @@ def bench_hash_vs_linear(quick: bool, log) -> list[dict]:
                 "gather only (F.embedding_bag)": lambda: F.embedding_bag(idx, hm.tables, mode="sum",
                                                                          per_sample_weights=w),
             }
+            if hm_triton is not None:
+                cands["fused Triton kernel"] = lambda: hm_triton(x)
             times = timed(cands, quick)
         train = timed({"nn.Linear": lambda: lin(x), "HashMemory.forward (default)": lambda: hm(x)}, quick)
         row = {"tokens": n, "d": d, "tau": 8, "inference_s": times, "train_forward_s": train,
