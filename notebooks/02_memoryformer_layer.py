@@ -31,11 +31,9 @@
 # %%
 import memlab; FAST = memlab.fast_mode()
 
-import math
 
 import matplotlib.pyplot as plt
 import torch
-import torch.nn.functional as F
 
 from memlab import flops, hashing, plots
 from memlab.timing import ratios_to, time_side_by_side
