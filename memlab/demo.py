@@ -19,6 +19,7 @@ from pathlib import Path
 from . import data as data_lib
 from .env import fast_mode
 from .models import ModelConfig
+from .plots import style_axes
 from .io import atomic_write_text
 from .train import TrainConfig, train
 
@@ -94,11 +95,7 @@ def plot_loss_curves(results: list[dict], path: str | Path | None = None, smooth
         (line,) = ax.plot(steps, avg, label=f"{r['model']} train")
         ax.plot([e["step"] for e in r["evals"]], [e["val_loss"] for e in r["evals"]], "o--", color=line.get_color(),
                 label=f"{r['model']} val")
-    ax.set_xlabel("step")
-    ax.set_ylabel("cross-entropy (nats / byte)")
-    ax.set_title("tiny LMs on the python-docs corpus")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    style_axes(ax, "step", "cross-entropy (nats / byte)", "tiny LMs on the python-docs corpus")
     fig.tight_layout()
     if path is not None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)

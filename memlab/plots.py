@@ -28,6 +28,18 @@ def _axes(ax):
     return ax
 
 
+def style_axes(ax, xlabel: str, ylabel: str, title: str | None = None, legend: bool = True):
+    """memlab's figure style: labels, title, a light grid and a small legend; returns the axes."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if legend:
+        ax.legend(fontsize=8)
+    return ax
+
+
 def figure1_data(
     hidden_sizes: Iterable[int] = FIGURE1_HIDDEN_SIZES,
     seq_lens: Iterable[int] = FIGURE1_SEQ_LENS,
@@ -64,11 +76,7 @@ def plot_figure1(
         (line,) = ax.plot(series["d"], series["transformer"], marker="o", ms=3, label=f"Transformer, s={s}")
         ax.plot(series["d"], series["memoryformer"], marker="s", ms=3, ls="--", color=line.get_color(),
                 label=f"MemoryFormer (τ={tau}), s={s}")
-    ax.set_xlabel("hidden size d")
-    ax.set_ylabel("GFLOPs per block (multiply-adds)")
-    ax.set_title("MemoryFormer Figure 1, from memlab.flops")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    style_axes(ax, "hidden size d", "GFLOPs per block (multiply-adds)", "MemoryFormer Figure 1, from memlab.flops")
     return ax
 
 
@@ -79,12 +87,8 @@ def plot_temperature(ax=None, temperatures: Sequence[float] = (0.25, 0.5, 1.0, 2
     z = torch.linspace(-z_max, z_max, points, dtype=torch.float64)
     for t in temperatures:
         ax.plot(z.numpy(), torch.sigmoid(2 * z.abs() / t).numpy(), label=f"t = {t:g}")
-    ax.set_xlabel("z_i")
-    ax.set_ylabel("σ(2|z_i| / t)")
     ax.set_ylim(0.45, 1.02)
-    ax.set_title("one factor of p(z): sharper for small t")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    style_axes(ax, "z_i", "σ(2|z_i| / t)", "one factor of p(z): sharper for small t")
     return ax
 
 
@@ -102,11 +106,7 @@ def plot_usage(counts: Mapping[str, torch.Tensor] | torch.Tensor, ax=None, log: 
         ax.plot(x.numpy(), c.numpy(), label=name)
     if log:
         ax.set_yscale("symlog", linthresh=1.0)
-    ax.set_xlabel("row rank / number of rows")
-    ax.set_ylabel("hits")
-    ax.set_title("row usage, most-hit first")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    style_axes(ax, "row rank / number of rows", "hits", "row usage, most-hit first")
     return ax
 
 
