@@ -31,6 +31,7 @@ import torch
 from . import data as data_lib
 from .io import atomic_torch_save, atomic_write_text
 from .models import GPT, ModelConfig, usage_statistics
+from .models.config import check_known_keys
 
 
 # ---------------------------------------------------------------------------------------------------------- config
@@ -68,10 +69,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
-        names = [f.name for f in fields(cls)]
-        unknown = [k for k in values if k not in names]
-        if unknown:
-            raise ValueError(f"unknown train config key(s): {', '.join(map(repr, unknown))}; valid keys: {', '.join(names)}")
+        check_known_keys(cls, values, "train")
         config = cls(**values)
         config.validate()
         return config

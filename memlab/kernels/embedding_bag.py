@@ -145,6 +145,12 @@ def _block_sizes(bag_size: int, dim: int) -> tuple[int, int]:
     return block_b, block_d
 
 
+def _in_input_dtypes(grad_table, grad_w, table, weights):
+    """Cast gradients accumulated in fp32/fp64 back to the dtypes of the tensors they belong to."""
+    return (None if grad_table is None else grad_table.to(table.dtype),
+            None if grad_w is None else grad_w.to(weights.dtype))
+
+
 def bag_forward(table: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """Launch the forward kernel on contiguous (rows, dim), (bags, B), (bags, B); returns (bags, dim)."""
     n_bags, bag_size = indices.shape
@@ -176,11 +182,7 @@ def bag_backward(table, indices, weights, grad_out, need_table_grad=True, need_w
             bag_size, dim, BLOCK_B=block_b, BLOCK_D=block_d, ACC_DTYPE=acc_tl,
             NEED_TABLE_GRAD=need_table_grad, NEED_WEIGHT_GRAD=need_weight_grad,
         )
-    if grad_table is not None:
-        grad_table = grad_table.to(table.dtype)
-    if grad_w is not None:
-        grad_w = grad_w.to(weights.dtype)
-    return grad_table, grad_w
+    return _in_input_dtypes(grad_table, grad_w, table, weights)
 
 
 def bag_backward_reverse(table, indices, weights, grad_out, need_table_grad=True, need_weight_grad=True):
@@ -198,7 +200,7 @@ def bag_backward_reverse(table, indices, weights, grad_out, need_table_grad=True
         row_ids, seg_start, seg_end, perm = reverse_indices(indices, rows)
         block_c = min(triton.next_power_of_2(max(int(indices.numel() and (seg_end - seg_start).max()), 1)),
                       64 if interpreter_enabled() else 32)
-        block_d = min(triton.next_power_of_2(dim), 1024 if interpreter_enabled() else 128)
+        _, block_d = _block_sizes(bag_size, dim)
         n_dtiles = triton.cdiv(dim, block_d)
         partial = torch.zeros(n_dtiles, total, dtype=acc_torch, device=table.device) if need_weight_grad else None
         _bag_backward_reverse_kernel[(row_ids.numel(),)](
@@ -212,11 +214,7 @@ def bag_backward_reverse(table, indices, weights, grad_out, need_table_grad=True
             grad_w = partial.sum(0).view(n_bags, bag_size)
     elif need_weight_grad:
         grad_w = torch.zeros(n_bags, bag_size, dtype=acc_torch, device=table.device)
-    if grad_table is not None:
-        grad_table = grad_table.to(table.dtype)
-    if grad_w is not None:
-        grad_w = grad_w.to(weights.dtype)
-    return grad_table, grad_w
+    return _in_input_dtypes(grad_table, grad_w, table, weights)
 
 
 #: Backward strategies of the Triton EmbeddingBag. ``MEMLAB_BAG_BACKWARD`` (atomic|reverse) overrides the default.

@@ -17,6 +17,18 @@ MODEL_TYPES = ("dense", "moe", "memoryformer", "pkm", "memoryplus")
 NORMS = ("layer", "rms")
 
 
+def check_known_keys(config_class, values: dict, what: str) -> None:
+    """Reject keys that are not fields of ``config_class``, suggesting the closest name (``d_modl`` → ``d_model``)."""
+    names = [f.name for f in fields(config_class)]
+    unknown = [k for k in values if k not in names]
+    if unknown:
+        hints = []
+        for key in unknown:
+            close = difflib.get_close_matches(key, names, n=1)
+            hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise ValueError(f"unknown {what} config key(s): {', '.join(hints)}; valid keys: {', '.join(names)}")
+
+
 @dataclass
 class ModelConfig:
     """Architecture of a tiny decoder. Defaults are a ~1M-parameter dense model that trains on 2 CPU cores."""
@@ -56,14 +68,7 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, values: dict) -> "ModelConfig":
         """Build from a dict, rejecting unknown keys with a suggestion (``d_modl`` → did you mean ``d_model``?)."""
-        names = [f.name for f in fields(cls)]
-        unknown = [k for k in values if k not in names]
-        if unknown:
-            hints = []
-            for key in unknown:
-                close = difflib.get_close_matches(key, names, n=1)
-                hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-            raise ValueError(f"unknown model config key(s): {', '.join(hints)}; valid keys: {', '.join(names)}")
+        check_known_keys(cls, values, "model")
         values = dict(values)
         if isinstance(values.get("memory_layers"), list):
             values["memory_layers"] = tuple(values["memory_layers"])
