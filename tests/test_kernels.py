@@ -200,8 +200,7 @@ def test_fused_hash_gradcheck_fp64():
 @pytest.mark.parametrize("n", [0, 1, 4, 5, 300])
 @pytest.mark.parametrize("weighting", ["paper", "l1"])
 def test_inference_paths_fp32(n, weighting):
-    """no_grad fp32: the C kernel (fused gather up to FUSED_GATHER_MAX_TOKENS, address-only above) and the pure-torch
-    route both equal the unfused composition."""
+    """no_grad fp32: the C kernel and the pure-torch route both equal the unfused composition."""
     torch.manual_seed(2)
     hm = HashMemory(64, 70, tau=8, weighting=weighting, bias=True, backend="torch")
     x = torch.randn(n, 64)
@@ -212,18 +211,23 @@ def test_inference_paths_fp32(n, weighting):
 
 
 @pytest.mark.skipif(not cpu.available(), reason="no C compiler: the pure-torch path is used")
-@pytest.mark.parametrize("threads", [1, 2])
-def test_c_kernel_address_and_forward(threads):
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("n,d_in,d_out,tau", [(1, 40, 9, 5), (5, 40, 9, 5), (33, 40, 9, 5), (3, 96, 100, 4),
+                                              (64, 96, 37, 3), (7, 24, 1030, 8)])
+def test_c_kernel_address_and_forward(threads, n, d_in, d_out, tau):
+    """Every work split (tokens or column slices, full groups of 8 tables and a remainder) gives the reference rows,
+    weights and output; d_out=1030 leaves a column tail that is not a multiple of 16."""
     torch.manual_seed(3)
-    hm = HashMemory(40, 9, tau=5, temperature=0.5)
-    x = torch.randn(33, 40)
-    x[0, :5] = 0.0  # sign(0) counts as +
-    rows, w = cpu.hash_address(x, hm.num_tables, hm.tau, hm.temperature, False, threads=threads)
+    hm = HashMemory(d_in, d_out, tau=tau, temperature=0.5, bias=True)
+    x = torch.randn(n, d_in)
+    x[0, :tau] = 0.0  # sign(0) counts as +
+    bias = hm.bias.detach()
+    out, rows, w = cpu.hash_forward(x, hm.tables.detach(), bias, hm.num_tables, hm.tau, hm.temperature, False,
+                                    threads=threads, addresses=True)
     want_rows, want_w = hm.address(x)
     assert torch.equal(rows, want_rows)
-    torch.testing.assert_close(w, want_w, atol=1e-6, rtol=1e-5)
-    out = cpu.hash_forward(x, hm.tables.detach(), None, hm.num_tables, hm.tau, hm.temperature, False, threads=threads)
-    torch.testing.assert_close(out, hm.read(want_rows, want_w).detach(), atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(w, want_w.detach(), atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(out, hm.read(want_rows, want_w).detach(), atol=2e-6, rtol=1e-5)
 
 
 def test_fused_forward_keeps_input_shape_and_dtype_bf16_input():

@@ -1,17 +1,19 @@
 """A small C kernel for HashMemory inference on the CPU: fused addressing + gather, compiled on first use.
 
-Why C and not more torch ops: at 1–16 tokens a MemoryFormer layer reads only K rows per token (512 KB at d=1024,
+Why C and not more torch ops. At 1–16 tokens a MemoryFormer layer reads only K rows per token (512 KB at d=1024,
 τ=8), so its time is set by per-op overhead — each torch op costs a few µs, ``F.embedding_bag`` alone ~15 µs of
 bookkeeping before it reads a byte. One C call computes the K sign codes and p(z_k) in registers and sums the rows,
 with no intermediate tensors. At thousands of tokens the gather reads K·N rows (1 GB at N=2048) from a 128 MB table
-that does not fit in cache; the kernel walks the output in 64-column blocks, so only a 64-column slice of the table
-(8 MB) is live at a time and every table byte comes from DRAM about once.
+that does not fit in cache; but each row is hit by ~N/2^τ tokens. The kernel walks the tables in groups of 8
+(8 MB at d=1024, τ=8), all of a thread's tokens per group, so a row comes from DRAM about once and from L3
+afterwards, and it sums a group's 8 rows in one loop (8 independent streams, one store per 8 rows). That loop order
+is what beats ``F.embedding_bag`` (one row at a time, bag by bag) at large N; ``kernels/bench.py`` measures both.
 
 Portability: the source is compiled with the system C compiler (``cc``; gcc or clang) into a cache directory
 (``$MEMLAB_CACHE`` or ``~/.cache/memlab``) the first time it is needed (~1 s) and loaded with ctypes. No compiler, a
 failed build, ``MEMLAB_CPU_KERNEL=0``, or a non-fp32 / non-contiguous input: ``available()`` is False or the caller
-falls back to the pure-torch path, which computes the same numbers. Threads: large inputs are split over tokens
-across ``torch.get_num_threads()`` Python threads (ctypes releases the GIL); small ones run on one thread.
+falls back to the pure-torch path, which computes the same numbers. Threads: OpenMP, sharing torch's pool and its
+``torch.get_num_threads()``; a compiler without OpenMP (Apple clang) gives a single-threaded kernel.
 """
 from __future__ import annotations
 
@@ -24,7 +26,6 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -34,108 +35,122 @@ C_SOURCE = r"""
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
-#define CB 64  /* output columns per block: 256 B of every table row */
+#define GROUP 8  /* tables summed in one pass over a token's output row */
 
-/* rows[n*K+k] = k*2^tau + h(z_k), w[n*K+k] = p(z_k) (or ||z_k||_1 p(z_k)), z = x[n, k*tau : (k+1)*tau].
+/* rows[k] = k*2^tau + h(z_k), w[k] = p(z_k) (or ||z_k||_1 p(z_k)), z_k = xn[k*tau : (k+1)*tau], for one token.
    Bit i of h is [z_i >= 0] (sign(0) = +), LSB = z_0: memlab.hashing.sign_codes. p = prod_i sigmoid(scale*|z_i|). */
-static void address_tokens(const float *x, int64_t n_tok, int64_t K, int64_t tau, float scale, int l1,
-                           int64_t *rows, float *w, float *sig) {
+static void address_token(const float *xn, int64_t K, int64_t tau, float scale, int l1,
+                          int64_t *rows, float *w, float *sig) {
     const int64_t d_in = K * tau;
-    for (int64_t n = 0; n < n_tok; n++) {
-        const float *xn = x + n * d_in;
-        for (int64_t j = 0; j < d_in; j++) sig[j] = 1.0f / (1.0f + expf(-scale * fabsf(xn[j])));
-        for (int64_t k = 0; k < K; k++) {
-            int64_t code = 0;
-            float p = 1.0f, a = 0.0f;
-            for (int64_t i = 0; i < tau; i++) {
-                float v = xn[k * tau + i];
-                code |= (int64_t)(v >= 0.0f) << i;
-                p *= sig[k * tau + i];
-                a += fabsf(v);
-            }
-            rows[n * K + k] = (k << tau) + code;
-            w[n * K + k] = l1 ? a * p : p;
+    for (int64_t j = 0; j < d_in; j++) sig[j] = 1.0f / (1.0f + expf(-scale * fabsf(xn[j])));
+    for (int64_t k = 0; k < K; k++) {
+        int64_t code = 0;
+        float p = 1.0f, a = 0.0f;
+        for (int64_t i = 0; i < tau; i++) {
+            float v = xn[k * tau + i];
+            code |= (int64_t)(v >= 0.0f) << i;
+            p *= sig[k * tau + i];
+            a += fabsf(v);
         }
+        rows[k] = (k << tau) + code;
+        w[k] = l1 ? a * p : p;
     }
 }
 
-static void gather_tokens(const float *table, const int64_t *rows, const float *w, const float *bias,
-                          float *out, int64_t n_tok, int64_t K, int64_t d) {
-    if (n_tok <= 16) {  /* few tokens: the output row stays in L1, stream whole table rows */
-        for (int64_t n = 0; n < n_tok; n++) {
-            float *o = out + n * d;
-            if (bias) memcpy(o, bias, d * sizeof(float)); else memset(o, 0, d * sizeof(float));
-            for (int64_t k = 0; k < K; k++) {
-                const float *r = table + rows[n * K + k] * d;
-                const float wk = w[n * K + k];
-                for (int64_t j = 0; j < d; j++) o[j] += wk * r[j];
-            }
-        }
+/* o[c0:c1] += sum_{k < cnt} w[k] * table[rows[k], c0:c1]. A full group reads its 8 rows side by side in one loop:
+   8 independent streams keep the memory system busy and o is loaded and stored once per 8 rows, not once per row. */
+static void accumulate(float *restrict o, const float *restrict table, const int64_t *rows, const float *w,
+                       int64_t cnt, int64_t d, int64_t c0, int64_t c1) {
+    if (cnt == GROUP) {
+        const float *r0 = table + rows[0] * d, *r1 = table + rows[1] * d, *r2 = table + rows[2] * d,
+                    *r3 = table + rows[3] * d, *r4 = table + rows[4] * d, *r5 = table + rows[5] * d,
+                    *r6 = table + rows[6] * d, *r7 = table + rows[7] * d;
+        const float w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3], w4 = w[4], w5 = w[5], w6 = w[6], w7 = w[7];
+        for (int64_t j = c0; j < c1; j++)
+            o[j] += ((w0 * r0[j] + w1 * r1[j]) + (w2 * r2[j] + w3 * r3[j]))
+                  + ((w4 * r4[j] + w5 * r5[j]) + (w6 * r6[j] + w7 * r7[j]));
         return;
     }
-    /* many tokens: 64-column blocks, so one block's slice of the table stays cached across tokens. (Measured on a
-       2-core VM: slower than F.embedding_bag's prefetching row gather, so hash_forward routes many tokens there.) */
-    for (int64_t c0 = 0; c0 < d; c0 += CB) {
-        const int64_t width = d - c0 < CB ? d - c0 : CB;
-        for (int64_t n = 0; n < n_tok; n++) {
-            float acc[CB];
-            for (int64_t j = 0; j < CB; j++) acc[j] = 0.0f;
-            const int64_t *rn = rows + n * K;
-            const float *wn = w + n * K;
-            if (width == CB) {
-                for (int64_t k = 0; k < K; k++) {
-                    const float *r = table + rn[k] * d + c0;
-                    const float wk = wn[k];
-                    for (int64_t j = 0; j < CB; j++) acc[j] += wk * r[j];
-                }
-            } else {
-                for (int64_t k = 0; k < K; k++) {
-                    const float *r = table + rn[k] * d + c0;
-                    const float wk = wn[k];
-                    for (int64_t j = 0; j < width; j++) acc[j] += wk * r[j];
-                }
-            }
-            float *o = out + n * d + c0;
-            for (int64_t j = 0; j < width; j++) o[j] = acc[j] + (bias ? bias[c0 + j] : 0.0f);
-        }
+    for (int64_t k = 0; k < cnt; k++) {
+        const float *r = table + rows[k] * d;
+        const float wk = w[k];
+        for (int64_t j = c0; j < c1; j++) o[j] += wk * r[j];
     }
 }
 
-/* Addressing only, for tokens [0, n_tok): rows (n_tok, K) int64 and w (n_tok, K) fp32. Returns 0 on success. */
-int memlab_hash_address(const float *x, int64_t n_tok, int64_t K, int64_t tau, float scale, int l1,
-                        int64_t *rows, float *w) {
-    float *sig = (float *)malloc(sizeof(float) * (K * tau + 1));
-    if (!sig) return 1;
-    address_tokens(x, n_tok, K, tau, scale, l1, rows, w, sig);
-    free(sig);
-    return 0;
+/* Thread t of nt: address the tokens it needs, then sum rows into its share of the output. Each thread walks the
+   tables in groups of GROUP, all of its tokens per group: at d=1024, tau=8 a group is 8 MB, so a row hit by several
+   tokens comes from L3 after its first read, not from DRAM again. No barrier per group: on a machine whose other
+   cores are busy, a descheduled thread stalls every barrier for a scheduler time slice (measured with one of two
+   cores busy, 4 tokens: 72 ms per call with a barrier per group, 8 ms without; 0.03 ms on an idle machine). The one barrier (column split only) is an orphaned directive: with nt == 1 this runs
+   outside any parallel region and it does nothing. */
+static void forward_part(const float *x, const float *table, const float *bias, float *out, int64_t n_tok, int64_t K,
+                         int64_t tau, int64_t d, float scale, int l1, int64_t *rows, float *w, float *sig,
+                         int64_t t, int64_t nt) {
+    const int split_tokens = n_tok >= 2 * nt;  /* two tokens or more per thread: split the tokens */
+    int64_t n0 = 0, n1 = n_tok, c0 = 0, c1 = d;
+    if (split_tokens) {
+        n0 = n_tok * t / nt;
+        n1 = n_tok * (t + 1) / nt;
+    } else {  /* few tokens: every thread streams a column slice (whole 64-byte lines) of every row */
+        c0 = (d * t / nt) & ~(int64_t)15;
+        c1 = t == nt - 1 ? d : (d * (t + 1) / nt) & ~(int64_t)15;
+    }
+    for (int64_t n = n_tok * t / nt; n < n_tok * (t + 1) / nt; n++)
+        address_token(x + n * K * tau, K, tau, scale, l1, rows + n * K, w + n * K, sig + t * K * tau);
+    if (!split_tokens) {  /* every thread reads every token's addresses */
+        #pragma omp barrier
+    }
+    for (int64_t n = n0; n < n1; n++) {
+        if (bias) memcpy(out + n * d + c0, bias + c0, (c1 - c0) * sizeof(float));
+        else memset(out + n * d + c0, 0, (c1 - c0) * sizeof(float));
+    }
+    for (int64_t g0 = 0; g0 < K; g0 += GROUP) {
+        const int64_t cnt = K - g0 < GROUP ? K - g0 : GROUP;
+        for (int64_t n = n0; n < n1; n++)
+            accumulate(out + n * d, table, rows + n * K + g0, w + n * K + g0, cnt, d, c0, c1);
+    }
 }
 
-/* Fused HashMemory forward for tokens [0, n_tok): out (n_tok, d) = sum_k w_k table[rows_k] (+ bias).
-   rows_out / w_out may be NULL; when given they receive the addresses (for a backward pass). Returns 0 on success. */
+/* Fused HashMemory forward: out (n_tok, d) = sum_k w_k table[rows_k] (+ bias), addressing computed here, on
+   `threads` OpenMP threads (torch's own pool: the same libgomp). rows_out / w_out may be NULL; when given they
+   receive the addresses. Returns 0 on success, 1 if out of memory. */
 int memlab_hash_forward(const float *x, const float *table, const float *bias, float *out,
                         int64_t n_tok, int64_t K, int64_t tau, int64_t d, float scale, int l1,
-                        int64_t *rows_out, float *w_out) {
+                        int64_t *rows_out, float *w_out, int threads) {
+    if (threads < 1) threads = 1;
     int64_t *rows = rows_out ? rows_out : (int64_t *)malloc(sizeof(int64_t) * (n_tok * K + 1));
     float *w = w_out ? w_out : (float *)malloc(sizeof(float) * (n_tok * K + 1));
-    float *sig = (float *)malloc(sizeof(float) * (K * tau + 1));
-    if (!rows || !w || !sig) return 1;
-    address_tokens(x, n_tok, K, tau, scale, l1, rows, w, sig);
-    gather_tokens(table, rows, w, bias, out, n_tok, K, d);
+    float *sig = (float *)malloc(sizeof(float) * (K * tau * threads + 1));
+    int status = !rows || !w || !sig;
+    if (!status && threads == 1) {
+        forward_part(x, table, bias, out, n_tok, K, tau, d, scale, l1, rows, w, sig, 0, 1);
+    } else if (!status) {
+        #pragma omp parallel num_threads(threads)
+        {
+            int64_t t = 0, nt = 1;
+#ifdef _OPENMP
+            t = omp_get_thread_num();
+            nt = omp_get_num_threads();
+#endif
+            forward_part(x, table, bias, out, n_tok, K, tau, d, scale, l1, rows, w, sig, t, nt);
+        }
+    }
     if (!rows_out) free(rows);
     if (!w_out) free(w);
     free(sig);
-    return 0;
+    return status;
 }
 """
 
 #: Set ``MEMLAB_CPU_KERNEL=0`` to force the pure-torch path (for comparisons, or if the build misbehaves).
 ENV_SWITCH = "MEMLAB_CPU_KERNEL"
-#: Up to this many tokens the C kernel also gathers (skipping F.embedding_bag's ~15 µs of bookkeeping); above it the
-#: C kernel only addresses and F.embedding_bag (fbgemm, software-prefetched rows) gathers — faster from DRAM.
-FUSED_GATHER_MAX_TOKENS = 4
-_MIN_TOKENS_PER_THREAD = 256
+#: Below this many table floats read per call (N·K·d) one thread is faster than waking the others.
+MIN_PARALLEL_FLOATS = 1 << 18
 
 
 def _cache_dir() -> Path:
@@ -151,29 +166,24 @@ def _compiler() -> str | None:
     return None
 
 
-def _flag_sets() -> list[list[str]]:
-    """Compile flags, best first. -ffast-math lets gcc vectorise expf (glibc libmvec); it is used only to compile,
-    never to link, so crtfastmath (which would flush denormals process-wide) is not pulled in."""
+def _flag_sets() -> list[tuple[list[str], list[str]]]:
+    """(compile flags, link flags), best first.
+
+    -fopenmp: the kernel's threads. torch is already loaded and ships its own libgomp.so.1; the loader reuses a loaded
+    library of the same soname, so the kernel and torch share one thread pool (no second pool spinning on the cores).
+    Apple clang has no -fopenmp: the next set builds a single-threaded kernel.
+    -ffast-math lets gcc vectorise expf (glibc libmvec); it is used only to compile, never to link, so crtfastmath
+    (which would flush denormals process-wide) is not pulled in."""
     base = ["-O3", "-fPIC", "-std=c99"]
     native = [] if (sys.platform == "darwin" or os.environ.get("MEMLAB_PORTABLE_BUILD") == "1") else ["-march=native"]
-    sets = [base + ["-ffast-math"] + native, base + ["-fno-math-errno"] + native, base]
-    return [list(dict.fromkeys(f)) for f in sets]
-
-
-class _Lib:
-    def __init__(self, lib):
-        self.forward = lib.memlab_hash_forward
-        self.forward.restype = ctypes.c_int
-        self.forward.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int64] * 4 + [ctypes.c_float, ctypes.c_int] + [
-            ctypes.c_void_p] * 2
-        self.address = lib.memlab_hash_address
-        self.address.restype = ctypes.c_int
-        self.address.argtypes = [ctypes.c_void_p] + [ctypes.c_int64] * 3 + [ctypes.c_float, ctypes.c_int] + [
-            ctypes.c_void_p] * 2
+    omp = ["-fopenmp"]
+    sets = [(base + ["-ffast-math"] + native + omp, omp), (base + ["-ffast-math"] + native, []),
+            (base + ["-fno-math-errno"] + native, []), (base, [])]
+    return [(list(dict.fromkeys(c)), link) for c, link in sets]
 
 
 @functools.lru_cache(maxsize=None)
-def _library() -> _Lib | None:
+def _library():
     """Compile (once per source/compiler/flags, cached on disk) and load the kernel; None when impossible."""
     if os.environ.get(ENV_SWITCH, "1") == "0" or sys.platform.startswith("win"):
         return None
@@ -181,8 +191,8 @@ def _library() -> _Lib | None:
     if cc is None:
         return None
     suffix = ".dylib" if sys.platform == "darwin" else ".so"
-    for flags in _flag_sets():
-        key = hashlib.sha256((C_SOURCE + cc + " ".join(flags)).encode()).hexdigest()[:16]
+    for flags, link in _flag_sets():
+        key = hashlib.sha256((C_SOURCE + cc + " ".join(flags + link)).encode()).hexdigest()[:16]
         path = _cache_dir() / f"memlab_hash_{key}{suffix}"
         try:
             if not path.exists():
@@ -193,12 +203,16 @@ def _library() -> _Lib | None:
                     lib_tmp = Path(tmp) / path.name
                     subprocess.run([cc, *flags, "-c", str(src), "-o", str(obj)], check=True, capture_output=True,
                                    timeout=120)
-                    subprocess.run([cc, "-shared", str(obj), "-o", str(lib_tmp), "-lm"], check=True,
+                    subprocess.run([cc, "-shared", *link, str(obj), "-o", str(lib_tmp), "-lm"], check=True,
                                    capture_output=True, timeout=120)
                     os.replace(lib_tmp, path)  # atomic: concurrent builders never load a half-written file
-            return _Lib(ctypes.CDLL(str(path)))
+            forward = ctypes.CDLL(str(path)).memlab_hash_forward
         except (OSError, AttributeError, subprocess.SubprocessError):
             continue
+        forward.restype = ctypes.c_int
+        forward.argtypes = ([ctypes.c_void_p] * 4 + [ctypes.c_int64] * 4 + [ctypes.c_float, ctypes.c_int]
+                            + [ctypes.c_void_p] * 2 + [ctypes.c_int])
+        return forward
     return None
 
 
@@ -209,84 +223,33 @@ def available() -> bool:
 
 def supports(x: torch.Tensor, tables: torch.Tensor) -> bool:
     """Inputs the C kernel handles: CPU fp32 tensors, contiguous tables (it reads memory directly)."""
-    return (
-        x.device.type == "cpu" and tables.device.type == "cpu"
-        and x.dtype == torch.float32 and tables.dtype == torch.float32 and tables.is_contiguous()
-    )
-
-
-@functools.lru_cache(maxsize=4)
-def _pool(workers: int) -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="memlab-cpu")
-
-
-def _split(n: int, threads: int | None) -> list[int]:
-    if threads is None:
-        threads = min(torch.get_num_threads(), n // _MIN_TOKENS_PER_THREAD)
-    threads = max(1, min(threads, n))
-    return [n * i // threads for i in range(threads + 1)]
-
-
-def _run(bounds: list[int], job) -> None:
-    if len(bounds) == 2:
-        codes = [job(0, bounds[1])]
-    else:
-        codes = list(_pool(len(bounds) - 1).map(job, bounds[:-1], bounds[1:]))
-    if any(codes):
-        raise MemoryError("memlab C kernel could not allocate its scratch buffers")
-
-
-def hash_address(x2d: torch.Tensor, num_tables: int, tau: int, temperature: float, l1: bool,
-                 threads: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Addressing in one C call: x2d (N, K·τ) fp32 → rows (N, K) int64 (table offsets included), weights (N, K) fp32.
-
-    Same values as ``HashMemory.address``: rows exactly, weights up to fp32 rounding (a product of sigmoids here, the
-    exp of a logsigmoid sum there). Call only when ``available()`` and ``supports(x2d, tables)``.
-    """
-    lib = _library()
-    x2d = x2d.contiguous()
-    n = x2d.shape[0]
-    rows = torch.empty(n, num_tables, dtype=torch.int64)
-    w = torch.empty(n, num_tables, dtype=torch.float32)
-    if n:
-        xs, rs, ws = x2d.data_ptr(), rows.data_ptr(), w.data_ptr()
-        row_x, row_a = x2d.shape[1] * 4, num_tables * 8
-
-        def job(a, b):
-            return lib.address(xs + a * row_x, b - a, num_tables, tau, 2.0 / temperature, int(l1),
-                               rs + a * row_a, ws + a * num_tables * 4)
-
-        _run(_split(n, threads), job)
-    return rows, w
+    return (x.is_cpu and tables.is_cpu and x.dtype == torch.float32 and tables.dtype == torch.float32
+            and tables.is_contiguous())
 
 
 def hash_forward(
     x2d: torch.Tensor, tables: torch.Tensor, bias: torch.Tensor | None, num_tables: int, tau: int,
-    temperature: float, l1: bool, threads: int | None = None,
-) -> torch.Tensor:
+    temperature: float, l1: bool, threads: int | None = None, addresses: bool = False,
+):
     """Fused HashMemory forward in one C call (addressing + gather + bias): x2d (N, K·τ) fp32 → (N, d) fp32.
 
     No autograd: for inference. Same numbers as ``HashMemory.read(*HashMemory.address(x))`` up to fp32 rounding.
+    ``threads``: default ``torch.get_num_threads()`` (one thread for small calls). ``addresses=True`` also returns
+    the rows (N, K) int64 and weights (N, K) fp32 the kernel computed. Call only when ``available()`` and
+    ``supports(x2d, tables)``.
     """
-    lib = _library()
+    forward = _library()
     x2d = x2d.contiguous()
     n, d = x2d.shape[0], tables.shape[1]
     out = torch.empty(n, d, dtype=torch.float32)
-    if 0 < n <= FUSED_GATHER_MAX_TOKENS and threads is None:  # the latency path: one call, no thread pool
-        bp = None if bias is None else bias.detach().contiguous().data_ptr()
-        if lib.forward(x2d.data_ptr(), tables.data_ptr(), bp, out.data_ptr(), n, num_tables, tau, d,
-                       2.0 / temperature, int(l1), None, None):
-            raise MemoryError("memlab C kernel could not allocate its scratch buffers")
-        return out
+    rows = torch.empty(n, num_tables, dtype=torch.int64) if addresses else None
+    w = torch.empty(n, num_tables, dtype=torch.float32) if addresses else None
+    if threads is None:
+        threads = torch.get_num_threads() if n * num_tables * d >= MIN_PARALLEL_FLOATS else 1
     if n:
         bias_c = bias.detach().contiguous() if bias is not None else None
-        bp = bias_c.data_ptr() if bias_c is not None else None
-        xs, ts, os_ = x2d.data_ptr(), tables.data_ptr(), out.data_ptr()
-        row_x = x2d.shape[1] * 4
-
-        def job(a, b):
-            return lib.forward(xs + a * row_x, ts, bp, os_ + a * d * 4, b - a, num_tables, tau, d,
-                               2.0 / temperature, int(l1), None, None)
-
-        _run(_split(n, threads), job)
-    return out
+        if forward(x2d.data_ptr(), tables.data_ptr(), None if bias_c is None else bias_c.data_ptr(), out.data_ptr(),
+                   n, num_tables, tau, d, 2.0 / temperature, int(l1),
+                   None if rows is None else rows.data_ptr(), None if w is None else w.data_ptr(), threads):
+            raise MemoryError(f"memlab C kernel could not allocate scratch buffers for {n} tokens; pass fewer tokens")
+    return (out, rows, w) if addresses else out

@@ -3,8 +3,8 @@
 The unfused composition (``HashMemory.read(*HashMemory.address(x))``) runs ~20 small torch ops and records an autograd
 node for each; at 1–16 tokens that overhead, not memory traffic, sets the time. Here:
 
-* inference (no gradient needed), fp32, a C compiler present: one C call (``memlab.kernels.cpu``) addresses and, for
-  ≤ ``cpu.FUSED_GATHER_MAX_TOKENS`` tokens, also gathers; more tokens go to ``F.embedding_bag`` for the gather.
+* inference (no gradient needed), fp32, a C compiler present: one C call (``memlab.kernels.cpu``) addresses and
+  gathers, at any number of tokens.
 * otherwise: ``HashAddress`` — codes and p(z) in a handful of ops, one autograd node whose backward is the closed form
   ∂p/∂z_i = p · (2/t) · sign(z_i) · σ(−2|z_i|/t)   (sign(0) = +, as in the code),
   and for weighting="l1" (w = ‖z‖₁ p) ∂w/∂z_i = sign(z_i) · p · (1 + ‖z‖₁ (2/t) σ(−2|z_i|/t)) — then
@@ -66,24 +66,21 @@ def hash_memory_forward(module, x: torch.Tensor, use_c: bool | None = None) -> t
     """
     params = module._parameters  # plain dict look-ups: nn.Module.__getattr__ costs ~1 µs each at 1 token
     tables, bias = params["tables"], params.get("bias")
-    lead = x.shape[:-1]
-    x2d = x if x.dim() == 2 else x.reshape(-1, module.in_features)
-    n = x2d.shape[0]
+    flat = x.dim() == 2
+    x2d = x if flat else x.reshape(-1, module.in_features)
     l1 = module.weighting == "l1"
     grad_mode = torch.is_grad_enabled()
     need_grad = grad_mode and (
         x.requires_grad or tables.requires_grad or (bias is not None and bias.requires_grad))
     args = (module.num_tables, module.tau, module.temperature, l1)
     if use_c is not False and not need_grad and cpu.supports(x2d, tables) and cpu.available():
-        if n <= cpu.FUSED_GATHER_MAX_TOKENS:
-            out = cpu.hash_forward(x2d, tables, bias, *args)
-            return out if x.dim() == 2 else out.reshape(*lead, module.out_features)
-        rows, w = cpu.hash_address(x2d, *args)
-    elif grad_mode and x.requires_grad:
+        out = cpu.hash_forward(x2d, tables, bias, *args)
+        return out if flat else out.reshape(*x.shape[:-1], module.out_features)
+    if grad_mode and x.requires_grad:
         rows, w = HashAddress.apply(x2d, *args, module.table_offsets)
     else:
         rows, w, _, _ = address_torch(x2d, *args, module.table_offsets)
     out = F.embedding_bag(rows, tables, mode="sum", per_sample_weights=w.to(tables.dtype))
     if bias is not None:
         out = out + bias
-    return out if x.dim() == 2 else out.reshape(*lead, module.out_features)
+    return out if flat else out.reshape(*x.shape[:-1], module.out_features)
