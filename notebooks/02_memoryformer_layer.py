@@ -307,7 +307,7 @@ torch.manual_seed(6)
 linear = torch.nn.Linear(d, d)
 hm = memlab.HashMemory(d, d, tau=8)
 rounds = 3 if FAST else 15
-token_counts = (1, 256) if FAST else (1, 2048)
+token_counts = (1, 256) if FAST else (1, 256, 2048)
 measured = {}
 with torch.no_grad():
     for n_tok in token_counts:
@@ -342,16 +342,22 @@ with torch.no_grad():
 
 # %% [markdown]
 # **The honest lesson.** Read the ratios just printed (they come from this run, on whatever machine executed it). The
-# memory layer does roughly an eighth of the multiply-adds, but its time is nowhere near an eighth of the dense
-# layer's; on a small CPU, for a long sequence, it is typically *slower* than the layer it replaces. FLOPs are the
-# wrong currency for a gather:
+# memory layer does roughly an eighth of the multiply-adds, but its time does not follow FLOPs. FLOPs are the wrong
+# currency for a gather:
 #
 # * `nn.Linear` is a matrix multiply: each weight loaded from memory is reused by every token in the batch, and BLAS
 #   keeps the cores' vector units busy — it runs near peak FLOP/s.
 # * A HashMemory forward **moves** $K\cdot d_{out}$ numbers per token (128 rows × 1024 × 4 bytes = 0.5 MB per token at
-#   fp32) from a 134 MB table that does not fit in cache, with no reuse between tokens unless they hash alike. It is
-#   bound by memory bandwidth, plus the per-call overhead of several small kernels (codes, $p$, offsets, the bag) that
-#   dominates at one token — the split above shows which step it is on this machine.
+#   fp32) from a 134 MB table that does not fit in cache. At one token that is 8× fewer bytes than the Linear layer's
+#   4 MB of weights, and the win is real only if nothing else costs more than the bytes: an unfused implementation
+#   pays the per-call overhead of several small ops (codes, $p$, offsets, the bag) — the split above shows it.
+#   memlab's forward on the CPU is one C call that hashes and gathers (`memlab.kernels.cpu`).
+# * At a few hundred tokens the rows are mostly distinct (256 tokens hit about 63 % of each table's 256 rows, most of
+#   them once) and come from DRAM: the layer is bound by memory bandwidth, and whether it beats the dense layer
+#   depends on the machine's bandwidth against its FLOP/s — and on what else is using that bandwidth.
+# * At thousands of tokens each of the $K\cdot 2^\tau$ = 32,768 rows is hit by about $N/2^\tau$ tokens. A loop order
+#   that keeps a group of tables in cache reads each row from DRAM about once and re-reads it from cache for its
+#   other tokens — that reuse, not the FLOP count, is what can make the memory layer competitive again at 2048 tokens.
 #
 # So the comparison to make for a memory layer is bytes moved against the machine's bandwidth (a roofline), which is
 # what the Triton kernel notebooks do on a GPU. The paper's FLOP savings become time savings only with a gather that
