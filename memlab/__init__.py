@@ -6,6 +6,9 @@ Public API (notebooks, the CLI and external checks import exactly these names):
     HashMemory, MemoryBlock            MemoryFormer's Memory Layer and FFN replacement
     ProductKeyMemory, MemoryPlus,
     SharedValues                       product-key memory, Memory+, a value pool shared across layers
+    RowSparseAdam,
+    clip_sparse_grad_norm_,
+    split_sparse_parameters            row-sparse value training: lazy AdamW on the rows read, clipping, param split
     flops, stats, hashing,
     product_keys, lsh, quantization    paper formulas, usage statistics, the addressing equations, LSH and PQ
 """
@@ -16,6 +19,7 @@ from .hash_memory import HashMemory
 from .memory_block import MemoryBlock
 from .memory_plus import MemoryPlus
 from .pkm import ProductKeyMemory, SharedValues
+from .row_sparse import RowSparseAdam, clip_sparse_grad_norm_, split_sparse_parameters
 
 __version__ = "0.1.0"
 
@@ -26,6 +30,9 @@ __all__ = [
     "ProductKeyMemory",
     "MemoryPlus",
     "SharedValues",
+    "RowSparseAdam",
+    "clip_sparse_grad_norm_",
+    "split_sparse_parameters",
     "flops",
     "stats",
     "hashing",

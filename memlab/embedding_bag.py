@@ -73,12 +73,22 @@ def check_bag_arguments(table, indices, weights) -> None:
             )
 
 
-def embedding_bag_torch(table: torch.Tensor, indices2d: torch.Tensor, weights2d: torch.Tensor) -> torch.Tensor:
-    """Reference backend: ``F.embedding_bag(mode="sum")`` on (bags, B) indices with per-sample weights."""
+def embedding_bag_torch(
+    table: torch.Tensor, indices2d: torch.Tensor, weights2d: torch.Tensor, sparse: bool = False
+) -> torch.Tensor:
+    """Reference backend: ``F.embedding_bag(mode="sum")`` on (bags, B) indices with per-sample weights.
+
+    ``sparse=True``: the table's gradient is a sparse COO tensor with one row per read (``F.embedding_bag(sparse=True)``;
+    uncoalesced — a row read twice appears twice) instead of a dense (rows, dim) tensor.
+    """
     if indices2d.shape[1] == 0:  # empty bags sum to zero; F.embedding_bag rejects an (n, 0) input
+        if sparse:  # 1-D indices + offsets: n empty bags, and an empty sparse table gradient (a slice's is dense)
+            offsets = indices2d.new_zeros(indices2d.shape[0])
+            return F.embedding_bag(indices2d.reshape(-1), table, offsets, mode="sum",
+                                   per_sample_weights=weights2d.reshape(-1).to(table.dtype), sparse=True)
         return weights2d.to(table.dtype) @ table[:0]  # (n, 0) @ (0, dim): zeros that stay in the autograd graph
     return F.embedding_bag(
-        indices2d, table, mode="sum", per_sample_weights=weights2d.to(table.dtype)
+        indices2d, table, mode="sum", per_sample_weights=weights2d.to(table.dtype), sparse=sparse
     )
 
 
@@ -90,6 +100,7 @@ def embedding_bag(
     *,
     check: bool = True,
     backward: str | None = None,
+    sparse: bool = False,
 ) -> torch.Tensor:
     """Weighted row-gather-and-sum: ``out[..., :] = Σ_j weights[..., j] · table[indices[..., j], :]``.
 
@@ -105,6 +116,10 @@ def embedding_bag(
             deterministic: reverse index map, each touched row sums its own contributors). None: the environment
             variable ``MEMLAB_BAG_BACKWARD``, else ``memlab.kernels.embedding_bag.DEFAULT_BACKWARD`` (see its comment
             for why, and for the fact that no GPU measurement has chosen it yet). Ignored by the torch backend.
+        sparse: give ``table`` a row-sparse gradient (a sparse COO tensor holding only the rows read) instead of a
+            dense one; step it with ``memlab.RowSparseAdam`` (``memlab.row_sparse``). Torch backend only: "auto" then
+            means torch (``MEMLAB_BACKEND`` is not consulted) and "triton" raises, since memlab's kernels write a dense
+            table gradient.
 
     Returns:
         (..., dim) tensor in ``table.dtype``.
@@ -118,8 +133,15 @@ def embedding_bag(
     n_bags = math.prod(lead)
     indices2d = indices.reshape(n_bags, bag)
     weights2d = weights.reshape(n_bags, bag)
-    if resolve_backend(backend, table) == "triton":
+    resolved = "torch" if sparse and backend == "auto" else resolve_backend(backend, table)
+    if sparse and resolved == "triton":
+        raise ValueError(
+            "sparse=True (a row-sparse table gradient) needs the torch backend: memlab's Triton kernels write a dense "
+            "table gradient; pass backend='torch' (or 'auto'), or keep the dense gradient with sparse=False "
+            "(SharedValues(..., sparse_grad=False))"
+        )
+    if resolved == "triton":
         out = kernels.embedding_bag_triton(table, indices2d, weights2d, backward=backward)
     else:
-        out = embedding_bag_torch(table, indices2d, weights2d)
+        out = embedding_bag_torch(table, indices2d, weights2d, sparse=sparse)
     return out.reshape(*lead, table.shape[1])

@@ -22,10 +22,25 @@ class SharedValues(nn.Module):
     """A value table that several product-key layers read (Memory+ shares one pool across layers).
 
     ``weight`` is (n_values, dim), initialised N(0, 1/dim) as in the released code. Each layer keeps its own keys.
+
+    ``sparse_grad=True``: layers read the table with ``embedding_bag(..., sparse=True)``, so ``weight.grad`` is a
+    row-sparse COO tensor holding only the rows read this step — a 1M-row table is not zero-filled and written densely
+    every step. Step it with ``memlab.RowSparseAdam`` (torch's Adam/AdamW reject sparse gradients) and clip it with
+    ``memlab.clip_sparse_grad_norm_`` (see ``memlab.row_sparse``). Torch backend only. A plain attribute: it can be
+    switched on an existing table.
     """
 
-    def __init__(self, n_values: int, dim: int, max_memory_bytes: float | None = DEFAULT_MAX_MEMORY_BYTES):
+    def __init__(
+        self,
+        n_values: int,
+        dim: int,
+        max_memory_bytes: float | None = DEFAULT_MAX_MEMORY_BYTES,
+        sparse_grad: bool = False,
+    ):
         super().__init__()
+        if not isinstance(sparse_grad, bool):
+            raise TypeError(f"sparse_grad must be True or False, got {sparse_grad!r}")
+        self.sparse_grad = sparse_grad
         check_positive_int(n_values, "n_values")
         check_positive_int(dim, "dim")
         check_memory(n_values * dim * 4, f"values ({n_values} × {dim}, fp32)", max_memory_bytes,
@@ -44,7 +59,7 @@ class SharedValues(nn.Module):
         return self.weight.numel() * torch.empty((), dtype=dtype).element_size()
 
     def extra_repr(self) -> str:
-        return f"n_values={self.n_values}, dim={self.dim}"
+        return f"n_values={self.n_values}, dim={self.dim}" + (", sparse_grad=True" if self.sparse_grad else "")
 
 
 class ProductKeyMemory(nn.Module):
@@ -59,7 +74,8 @@ class ProductKeyMemory(nn.Module):
         v_dim: value width; default d_model. When it differs, a linear map v_dim → d_model follows.
         query_norm: None (released code), "batch" (BatchNorm on queries, Lample 2019), "layer" (LayerNorm on queries),
             or "qk" (qk-norm: RMSNorm on each query half, RMS-normalised half-keys, scores scaled by 1/√(k_dim/2)).
-        values: a ``SharedValues`` to read instead of owning a table; it must hold n_keys² rows.
+        values: a ``SharedValues`` to read instead of owning a table; it must hold n_keys² rows. Its ``sparse_grad``
+            decides whether the value gradient is dense or row-sparse (``memlab.row_sparse``).
         output_projection: add the v_dim → d_model map (default: only when v_dim != d_model).
         backend: passed to ``memlab.embedding_bag``.
         max_memory_bytes: refuse to build values larger than this (fp32 estimate); None disables the check.
@@ -164,7 +180,7 @@ class ProductKeyMemory(nn.Module):
         """Reading: Σ over heads and top-k of w · V[index] — heads × topk form one bag. (..., v_dim)."""
         return embedding_bag(
             self.values.weight, indices.flatten(-2), weights.flatten(-2).to(self.values.weight.dtype),
-            backend=self.backend, check=False,
+            backend=self.backend, check=False, sparse=self.values.sparse_grad,
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
