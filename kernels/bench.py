@@ -1,6 +1,6 @@
 """memlab kernel benchmarks: bytes moved, time, GB/s, % of peak bandwidth, ratio to F.embedding_bag — one run.
 
-    python kernels/bench.py            # full run (~2 min on a 2-core CPU), writes kernels/results/<device>.json
+    python kernels/bench.py            # full run (~30 s on a 2-core CPU), writes kernels/results/<device>.json
     python kernels/bench.py --quick    # small sizes, a few seconds (tests use it with --out to a temp dir)
 
 What is measured where:
