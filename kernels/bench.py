@@ -196,15 +196,25 @@ def bench_hash_vs_linear(quick: bool, log) -> list[dict]:
             fresh = timed({"nn.Linear": lambda: lin(next(lin_cycle)),
                            "HashMemory.forward (default)": lambda: hm(next(hm_cycle))}, quick)
         train = timed({"nn.Linear": lambda: lin(x), "HashMemory.forward (default)": lambda: hm(x)}, quick)
+        xg, g = x.clone().requires_grad_(), torch.randn(n, d, device=DEVICE)
+        step = timed({  # forward + backward, gradients for x and the weights (what a training step pays)
+            "nn.Linear": lambda: torch.autograd.grad(lin(xg), [xg, lin.weight], g),
+            "HashMemory (default)": lambda: torch.autograd.grad(hm(xg), [xg, hm.tables], g),
+            "HashMemory, torch ops": lambda: torch.autograd.grad(
+                hash_torch.hash_memory_forward(hm, xg, use_c=False), [xg, hm.tables], g),
+        }, quick)
         row = {"tokens": n, "d": d, "tau": 8, "inference_s": times, "train_forward_s": train,
                "new_input_s": fresh, "new_input_pool": len(xs),
                "ratio_linear_over": {k: times["nn.Linear"] / t for k, t in times.items()},
                "new_input_ratio_linear_over_hash": fresh["nn.Linear"] / fresh["HashMemory.forward (default)"],
-               "train_ratio_linear_over_hash": train["nn.Linear"] / train["HashMemory.forward (default)"]}
+               "train_ratio_linear_over_hash": train["nn.Linear"] / train["HashMemory.forward (default)"],
+               "fwd_bwd_s": step, "fwd_bwd_ratio_linear_over": {k: step["nn.Linear"] / t for k, t in step.items()}}
         results.append(row)
         log(f"  N={n:5d} " + "  ".join(f"{k}: {t * 1e6:.0f}us (x{times['nn.Linear'] / t:.2f})" for k, t in times.items())
             + f"  | new input each call: x{row['new_input_ratio_linear_over_hash']:.2f}"
-            + f"  | grad-enabled forward: x{row['train_ratio_linear_over_hash']:.2f}")
+            + f"  | grad-enabled forward: x{row['train_ratio_linear_over_hash']:.2f}"
+            + "  | forward+backward: " + "  ".join(f"{k} x{r:.2f}" for k, r in row["fwd_bwd_ratio_linear_over"].items()
+                                                 if k != "nn.Linear"))
     return results
 
 

@@ -230,6 +230,48 @@ def test_c_kernel_address_and_forward(threads, n, d_in, d_out, tau):
     torch.testing.assert_close(out, hm.read(want_rows, want_w).detach(), atol=2e-6, rtol=1e-5)
 
 
+@pytest.mark.skipif(not cpu.available(), reason="no C compiler: the pure-torch path is used")
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("weighting", ["paper", "l1"])
+@pytest.mark.parametrize("n,d_in,d_out,tau", [(1, 40, 9, 5), (33, 40, 9, 5), (64, 96, 37, 3), (7, 24, 1030, 8)])
+def test_c_kernel_gradients_match_unfused(n, d_in, d_out, tau, weighting, threads, monkeypatch):
+    """Training through the C kernel (hash_torch.HashMemoryC): dx, dtables, dbias equal autograd through the unfused
+    read(address(x)), with duplicate rows (33–64 tokens on 2^τ ≤ 32 rows per table) and a column tail."""
+    monkeypatch.setattr(cpu, "MIN_PARALLEL_FLOATS", 0)  # these small cases would otherwise run on one thread
+    torch.manual_seed(4)
+    hm = HashMemory(d_in, d_out, tau=tau, weighting=weighting, temperature=0.7, bias=True, backend="torch")
+    x = torch.randn(n, d_in, requires_grad=True)
+    g = torch.randn(n, d_out)
+    torch.set_num_threads(threads)
+    try:
+        y = hash_torch.HashMemoryC.apply(x, hm.tables, hm.bias, hm.num_tables, hm.tau, hm.temperature,
+                                         weighting == "l1")
+        got = torch.autograd.grad(y, [x, hm.tables, hm.bias], g)
+    finally:
+        torch.set_num_threads(1)
+    want_y = hm.read(*hm.address(x))
+    want = torch.autograd.grad(want_y, [x, hm.tables, hm.bias], g)
+    torch.testing.assert_close(y, want_y, atol=2e-6, rtol=1e-5)
+    for name, a, b in zip(("dx", "dtables", "dbias"), got, want):
+        torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-4, msg=lambda m, name=name: f"{name}: {m}")
+
+
+@pytest.mark.skipif(not cpu.available(), reason="no C compiler: the pure-torch path is used")
+def test_c_kernel_gradients_only_where_needed():
+    """Frozen tables or an input without grad: HashMemory.forward still trains what requires grad, through the C path."""
+    torch.manual_seed(5)
+    hm = HashMemory(16, 6, tau=4, bias=True)
+    hm.tables.requires_grad_(False)
+    x = torch.randn(5, 16, requires_grad=True)
+    hm(x).sum().backward()
+    assert x.grad is not None and hm.tables.grad is None and hm.bias.grad is not None
+    hm.tables.requires_grad_(True)
+    x2 = torch.randn(5, 16)
+    hm(x2).square().sum().backward()
+    want = torch.autograd.grad(hm.read(*hm.address(x2)).square().sum(), hm.tables)[0]
+    torch.testing.assert_close(hm.tables.grad, want, atol=1e-6, rtol=1e-5)
+
+
 def test_fused_forward_keeps_input_shape_and_dtype_bf16_input():
     hm = HashMemory(16, 6, tau=4)
     x = torch.randn(2, 3, 16).to(torch.bfloat16)

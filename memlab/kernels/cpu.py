@@ -1,4 +1,4 @@
-"""A small C kernel for HashMemory inference on the CPU: fused addressing + gather, compiled on first use.
+"""A small C kernel for HashMemory on the CPU: fused addressing + gather and its backward, compiled on first use.
 
 Why C and not more torch ops. At 1–16 tokens a MemoryFormer layer reads only K rows per token (512 KB at d=1024,
 τ=8), so its time is set by per-op overhead — each torch op costs a few µs, ``F.embedding_bag`` alone ~15 µs of
@@ -26,7 +26,9 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -145,6 +147,74 @@ int memlab_hash_forward(const float *x, const float *table, const float *bias, f
     free(sig);
     return status;
 }
+
+/* Backward of the gather, thread t of nt, columns [c0, c1): grad_table[rows[n,k]] += w[n,k] g[n] and the partial dot
+   products gw[n,k] = <g[n], table[rows[n,k]]> over these columns. Threads own disjoint columns, so no two write the
+   same grad_table element (no atomics); tables in groups of GROUP as in the forward, so the group's rows and
+   gradient rows stay in cache across the tokens that hit them. */
+static void backward_part(const float *g, const float *table, const int64_t *rows, const float *w, float *grad_table,
+                          float *gw, int64_t n_tok, int64_t K, int64_t d, int64_t c0, int64_t c1) {
+    for (int64_t g0 = 0; g0 < K; g0 += GROUP) {
+        const int64_t g1 = K - g0 < GROUP ? K : g0 + GROUP;
+        for (int64_t n = 0; n < n_tok; n++) {
+            const float *gn = g + n * d;
+            for (int64_t k = g0; k < g1; k++) {
+                const int64_t r = rows[n * K + k];
+                const float *tr = table + r * d;
+                float *gr = grad_table ? grad_table + r * d : NULL;
+                const float wk = w[n * K + k];
+                float dot = 0.0f;
+                if (gw && gr) {  /* one pass: read the row and its gradient row once */
+                    for (int64_t j = c0; j < c1; j++) {
+                        dot += gn[j] * tr[j];
+                        gr[j] += wk * gn[j];
+                    }
+                } else if (gw) {
+                    for (int64_t j = c0; j < c1; j++) dot += gn[j] * tr[j];
+                } else {
+                    for (int64_t j = c0; j < c1; j++) gr[j] += wk * gn[j];
+                }
+                if (gw) gw[n * K + k] = dot;
+            }
+        }
+    }
+}
+
+/* HashMemory backward through the gather: grad_table (rows, d), zero-filled by the caller, receives sum w g; grad_w
+   (n_tok, K) receives <g, row>. Either may be NULL. Deterministic: each thread sums its columns in token order, and the
+   per-thread partial dot products are added in thread order. Returns 0 on success, 1 if out of memory. */
+int memlab_hash_backward(const float *g, const float *table, const int64_t *rows, const float *w, float *grad_table,
+                         float *grad_w, int64_t n_tok, int64_t K, int64_t d, int threads) {
+    if (threads < 1) threads = 1;
+    if (threads == 1) {
+        backward_part(g, table, rows, w, grad_table, grad_w, n_tok, K, d, 0, d);
+        return 0;
+    }
+    float *partial = grad_w ? (float *)malloc(sizeof(float) * (n_tok * K * threads + 1)) : NULL;
+    if (grad_w && !partial) return 1;
+    int used = 1;
+    #pragma omp parallel num_threads(threads)
+    {
+        int64_t t = 0, nt = 1;
+#ifdef _OPENMP
+        t = omp_get_thread_num();
+        nt = omp_get_num_threads();
+#endif
+        if (t == 0) used = (int)nt;
+        const int64_t c0 = (d * t / nt) & ~(int64_t)15;
+        const int64_t c1 = t == nt - 1 ? d : (d * (t + 1) / nt) & ~(int64_t)15;
+        backward_part(g, table, rows, w, grad_table, partial ? partial + t * n_tok * K : NULL, n_tok, K, d, c0, c1);
+    }
+    if (grad_w) {
+        for (int64_t i = 0; i < n_tok * K; i++) {
+            float acc = 0.0f;
+            for (int t = 0; t < used; t++) acc += partial[t * n_tok * K + i];
+            grad_w[i] = acc;
+        }
+        free(partial);
+    }
+    return 0;
+}
 """
 
 #: Set ``MEMLAB_CPU_KERNEL=0`` to force the pure-torch path (for comparisons, or if the build misbehaves).
@@ -182,8 +252,13 @@ def _flag_sets() -> list[tuple[list[str], list[str]]]:
     return [(list(dict.fromkeys(c)), link) for c, link in sets]
 
 
+class _Kernels(NamedTuple):
+    forward: Callable
+    backward: Callable
+
+
 @functools.lru_cache(maxsize=None)
-def _library():
+def _library() -> _Kernels | None:
     """Compile (once per source/compiler/flags, cached on disk) and load the kernel; None when impossible."""
     if os.environ.get(ENV_SWITCH, "1") == "0" or sys.platform.startswith("win"):
         return None
@@ -206,13 +281,15 @@ def _library():
                     subprocess.run([cc, "-shared", *link, str(obj), "-o", str(lib_tmp), "-lm"], check=True,
                                    capture_output=True, timeout=120)
                     os.replace(lib_tmp, path)  # atomic: concurrent builders never load a half-written file
-            forward = ctypes.CDLL(str(path)).memlab_hash_forward
+            lib = ctypes.CDLL(str(path))
+            forward, backward = lib.memlab_hash_forward, lib.memlab_hash_backward
         except (OSError, AttributeError, subprocess.SubprocessError):
             continue
-        forward.restype = ctypes.c_int
-        forward.argtypes = ([ctypes.c_void_p] * 4 + [ctypes.c_int64] * 4 + [ctypes.c_float, ctypes.c_int]
-                            + [ctypes.c_void_p] * 2 + [ctypes.c_int])
-        return forward
+        ptr, i64 = ctypes.c_void_p, ctypes.c_int64
+        forward.restype = backward.restype = ctypes.c_int
+        forward.argtypes = [ptr] * 4 + [i64] * 4 + [ctypes.c_float, ctypes.c_int] + [ptr] * 2 + [ctypes.c_int]
+        backward.argtypes = [ptr] * 6 + [i64] * 3 + [ctypes.c_int]
+        return _Kernels(forward, backward)
     return None
 
 
@@ -238,7 +315,7 @@ def hash_forward(
     the rows (N, K) int64 and weights (N, K) fp32 the kernel computed. Call only when ``available()`` and
     ``supports(x2d, tables)``.
     """
-    forward = _library()
+    forward = _library().forward
     x2d = x2d.contiguous()
     n, d = x2d.shape[0], tables.shape[1]
     out = torch.empty(n, d, dtype=torch.float32)
@@ -253,3 +330,27 @@ def hash_forward(
                    None if rows is None else rows.data_ptr(), None if w is None else w.data_ptr(), threads):
             raise MemoryError(f"memlab C kernel could not allocate scratch buffers for {n} tokens; pass fewer tokens")
     return (out, rows, w) if addresses else out
+
+
+def gather_backward(grad_out: torch.Tensor, tables: torch.Tensor, rows: torch.Tensor, w: torch.Tensor,
+                    table_grad: bool, weight_grad: bool, threads: int | None = None):
+    """Backward of ``out = Σ_k w[:, k] · tables[rows[:, k]]`` in one C call: (grad_tables or None, grad_w or None).
+
+    grad_tables is dense (rows, d) like ``F.embedding_bag``'s; grad_w[n, k] = ⟨grad_out[n], tables[rows[n, k]]⟩.
+    fp32 CPU tensors as ``hash_forward(..., addresses=True)`` returns them; deterministic for a given thread count.
+    """
+    g = grad_out.contiguous()
+    n, d = g.shape
+    num_tables = rows.shape[1]
+    grad_tables = torch.zeros_like(tables) if table_grad else None
+    grad_w = torch.empty(n, num_tables, dtype=torch.float32) if weight_grad else None
+    if threads is None:
+        threads = torch.get_num_threads() if n * num_tables * d >= MIN_PARALLEL_FLOATS else 1
+    if n and (table_grad or weight_grad):
+        if _library().backward(g.data_ptr(), tables.data_ptr(), rows.data_ptr(), w.data_ptr(),
+                               None if grad_tables is None else grad_tables.data_ptr(),
+                               None if grad_w is None else grad_w.data_ptr(), n, num_tables, d, threads):
+            raise MemoryError(f"memlab C kernel could not allocate scratch buffers for {n} tokens; pass fewer tokens")
+    elif weight_grad:
+        grad_w.zero_()
+    return grad_tables, grad_w
