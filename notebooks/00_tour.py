@@ -99,8 +99,10 @@ y = hm.read(rows, p)  # reading
 print(hm)
 print("x", tuple(x.shape), "-> rows", tuple(rows.shape), "weights", tuple(p.shape), "-> y", tuple(y.shape))
 print("tables", tuple(hm.tables.shape), "=", hm.K, "tables x 2^τ rows x d_out")
-same = torch.equal(y, hm(x)) and torch.equal(y, memlab.embedding_bag(hm.tables, rows, p))
-print("forward == read(address(x)) == embedding_bag(tables, rows, p):", same)
+# forward is fused (on a CPU: one C call that hashes and gathers), so it sums in another order: equal up to fp32 rounding
+fused_diff = (hm(x) - y).abs().max().item()
+same = torch.equal(y, memlab.embedding_bag(hm.tables, rows, p)) and fused_diff < 1e-6
+print("read(address(x)) == embedding_bag(tables, rows, p), and == forward(x) up to fp32 rounding (< 1e-6):", same)
 assert same
 
 # %% [markdown]
