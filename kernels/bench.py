@@ -218,20 +218,43 @@ def bench_hash_vs_linear(quick: bool, log) -> list[dict]:
     return results
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="small sizes, a few seconds (for tests)")
-    ap.add_argument("--out", type=Path, default=HERE / "results", help="directory for <device>.json")
+def bench_arguments(description: str, quick_help: str, out_help: str) -> argparse.ArgumentParser:
+    """The options every memlab benchmark script takes: --quick, --out, --threads."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--quick", action="store_true", help=quick_help)
+    ap.add_argument("--out", type=Path, default=HERE / "results", help=out_help)
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads before measuring")
+    return ap
+
+
+def parse_bench_arguments(ap: argparse.ArgumentParser, argv) -> argparse.Namespace:
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    lines: list[str] = []
+    return args
 
-    def log(s: str) -> None:
-        print(s, flush=True)
-        lines.append(s)
 
+class Log:
+    """Prints each line and keeps it: the result file stores the printed log."""
+
+    def __init__(self):
+        self.lines: list[str] = []
+
+    def __call__(self, line: str) -> None:
+        print(line, flush=True)
+        self.lines.append(line)
+
+
+def result_header(name: str, quick: bool) -> dict:
+    """The fields every result file starts with: device, date, versions, threads."""
+    return {"device": name, "device_type": DEVICE, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+            "quick": quick, "versions": environment_report(), "threads": torch.get_num_threads()}
+
+
+def main(argv=None) -> int:
+    args = parse_bench_arguments(bench_arguments(__doc__.split("\n")[0], "small sizes, a few seconds (for tests)",
+                                                 "directory for <device>.json"), argv)
+    log = Log()
     name = device_name()
     log(f"device: {name}  torch {torch.__version__}  threads {torch.get_num_threads()}  quick={args.quick}")
     peak = peak_bandwidth(args.quick)
@@ -239,11 +262,10 @@ def main(argv=None) -> int:
     bags = bench_bags(args.quick, peak, log)
     hvl = bench_hash_vs_linear(args.quick, log)
     payload = {
-        "device": name, "device_type": DEVICE, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-        "quick": args.quick, "versions": environment_report(), "threads": torch.get_num_threads(),
+        **result_header(name, args.quick),
         "peak_GBps": peak, "peak_method": "torch copy_ of a large fp32 tensor, 2 x bytes / time",
         "timing": "triton.testing.do_bench" if CUDA else "memlab.timing.time_side_by_side (medians, interleaved)",
-        "bags": bags, "hash_vs_linear": hvl, "log": lines,
+        "bags": bags, "hash_vs_linear": hvl, "log": log.lines,
     }
     path = args.out / f"{slug(name)}.json"
     atomic_write_json(path, payload)

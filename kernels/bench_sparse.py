@@ -26,8 +26,6 @@ rows before coalescing; not counted. Timing: ``memlab.timing.time_side_by_side``
 """
 from __future__ import annotations
 
-import argparse
-import datetime
 import sys
 from pathlib import Path
 
@@ -37,14 +35,15 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-from bench import device_name, slug  # noqa: E402  (defines helpers only; sets TRITON_INTERPRET=0 if unset, no GPU)
+# bench.py only defines helpers at import (and sets TRITON_INTERPRET=0 if unset when there is no GPU)
+from bench import (  # noqa: E402
+    DEVICE, Log, bench_arguments, device_name, parse_bench_arguments, result_header, slug,
+)
 
 import memlab  # noqa: E402
-from memlab.env import environment_report  # noqa: E402
 from memlab.io import atomic_write_json  # noqa: E402
 from memlab.timing import time_side_by_side  # noqa: E402
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 METHODS = {  # name: (row-sparse gradient?, optimizer factory)
     "dense AdamW": (False, lambda ps, lr: torch.optim.AdamW(ps, lr=lr)),  # memlab.train's optimizer today
     "dense AdamW fused": (False, lambda ps, lr: torch.optim.AdamW(ps, lr=lr, fused=True)),
@@ -92,23 +91,14 @@ def step_candidates(base: torch.Tensor, idx: torch.Tensor, w: torch.Tensor, lr: 
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="small table, a few seconds (for tests)")
-    ap.add_argument("--out", type=Path, default=HERE / "results", help="directory for sparse-<device>.json")
-    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads before measuring")
+    ap = bench_arguments(__doc__.split("\n")[0], "small table, a few seconds (for tests)",
+                         "directory for sparse-<device>.json")
     ap.add_argument("--dim", type=int, default=None, help="value dim (default 256; 32 with --quick)")
-    args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse_bench_arguments(ap, argv)
     n_keys, heads, topk = (64, 4, 8) if args.quick else (1024, 4, 32)
     dim = args.dim or (32 if args.quick else 256)
     token_counts = (4, 64) if args.quick else (16, 256, 2048)
-    lines: list[str] = []
-
-    def log(s: str) -> None:
-        print(s, flush=True)
-        lines.append(s)
-
+    log = Log()
     name = device_name()
     rows = n_keys**2
     e = torch.empty((), dtype=torch.float32).element_size()
@@ -147,14 +137,13 @@ def main(argv=None) -> int:
                 f"x{row['speedup_total_vs']['dense AdamW'][m]:.1f} vs dense AdamW, "
                 f"x{row['speedup_total_vs']['dense AdamW fused'][m]:.1f} vs dense AdamW fused")
     payload = {
-        "device": name, "device_type": DEVICE, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-        "quick": args.quick, "versions": environment_report(), "threads": torch.get_num_threads(),
+        **result_header(name, args.quick),
         "table": {"n_keys": n_keys, "rows": rows, "dim": dim, "dtype": "float32", "heads": heads, "topk": topk},
         "timing": "memlab.timing.time_side_by_side (medians, interleaved)",
         "measured": "value-table part of a step: backward of the read (table grad only), optimizer step, "
                     "total = backward + step + zero_grad(set_to_none=True)",
         "bytes_written_estimate": "dense 4·R·d·e (grad + param + 2 moments); row-sparse 4·U·d·e (U distinct rows read)",
-        "results": results, "log": lines,
+        "results": results, "log": log.lines,
     }
     path = args.out / f"sparse-{slug(name)}.json"
     atomic_write_json(path, payload)

@@ -304,6 +304,13 @@ def supports(x: torch.Tensor, tables: torch.Tensor) -> bool:
             and tables.is_contiguous())
 
 
+def _thread_count(threads: int | None, floats: int) -> int:
+    """The caller's choice, else torch's thread count for calls that read at least MIN_PARALLEL_FLOATS table floats."""
+    if threads is not None:
+        return threads
+    return torch.get_num_threads() if floats >= MIN_PARALLEL_FLOATS else 1
+
+
 def hash_forward(
     x2d: torch.Tensor, tables: torch.Tensor, bias: torch.Tensor | None, num_tables: int, tau: int,
     temperature: float, l1: bool, threads: int | None = None, addresses: bool = False,
@@ -321,8 +328,7 @@ def hash_forward(
     out = torch.empty(n, d, dtype=torch.float32)
     rows = torch.empty(n, num_tables, dtype=torch.int64) if addresses else None
     w = torch.empty(n, num_tables, dtype=torch.float32) if addresses else None
-    if threads is None:
-        threads = torch.get_num_threads() if n * num_tables * d >= MIN_PARALLEL_FLOATS else 1
+    threads = _thread_count(threads, n * num_tables * d)
     if n:
         bias_c = bias.detach().contiguous() if bias is not None else None
         if forward(x2d.data_ptr(), tables.data_ptr(), None if bias_c is None else bias_c.data_ptr(), out.data_ptr(),
@@ -344,8 +350,7 @@ def gather_backward(grad_out: torch.Tensor, tables: torch.Tensor, rows: torch.Te
     num_tables = rows.shape[1]
     grad_tables = torch.zeros_like(tables) if table_grad else None
     grad_w = torch.empty(n, num_tables, dtype=torch.float32) if weight_grad else None
-    if threads is None:
-        threads = torch.get_num_threads() if n * num_tables * d >= MIN_PARALLEL_FLOATS else 1
+    threads = _thread_count(threads, n * num_tables * d)
     if n and (table_grad or weight_grad):
         if _library().backward(g.data_ptr(), tables.data_ptr(), rows.data_ptr(), w.data_ptr(),
                                None if grad_tables is None else grad_tables.data_ptr(),
