@@ -1,6 +1,6 @@
 """Build (or verify) memlab's offline training corpus: ``python data/build_corpus.py [--force] [--facts N]``.
 
-The work happens in ``memlab.data``; this script is the entry point a reader finds next to the cache. Output goes to
+The work happens in ``memlab.lab.data``; this script is the entry point a reader finds next to the cache. Output goes to
 ``data/cache/`` (git-ignored): ``python-docs.train.bin``, ``python-docs.val.bin`` (raw UTF-8 bytes = token ids) and
 ``python-docs.json`` (sizes, Python version, SHA-256 of both splits).
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from memlab import data
+from memlab.lab import data
 
 
 def main() -> None:

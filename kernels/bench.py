@@ -7,10 +7,10 @@ What is measured where:
 * CUDA: memlab's Triton kernels (forward; backward "atomic" and "reverse") against F.embedding_bag, timed with
   triton.testing.do_bench. Peak bandwidth = a measured device-to-device copy in the same run.
 * CPU: the torch paths (Triton on CPU only runs in the interpreter, which is not a performance tool), timed with
-  memlab.timing.time_side_by_side (interleaved rounds, medians). Peak = a STREAM-like copy measured in the same run.
+  memlab.lab.timing.time_side_by_side (interleaved rounds, medians). Peak = a STREAM-like copy measured in the same run.
   Plus the HashMemory vs nn.Linear ladder: what each step of the fused CPU path bought.
 
-Regimes (papers.md §B):
+Regimes (MemoryFormer-base of MemoryFormer Table 1; the product-key defaults of Memory Layers at Scale):
 * "memoryformer": K tables × 2^τ rows × d, bags of K rows from real hash addresses of random tokens — small, hot tables
   (every row is hit by ~N/2^τ tokens).
 * "pkm": a large value table, bags of heads·top-k random rows — sparse. 1M × 1024 fp32 is 4 GB: on CPU the table is
@@ -41,11 +41,10 @@ if not torch.cuda.is_available():
 
 import memlab  # noqa: E402
 from memlab import HashMemory  # noqa: E402
-from memlab.env import environment_report  # noqa: E402
-from memlab.io import atomic_write_json  # noqa: E402
-from memlab.kernels import cpu as cpu_kernel  # noqa: E402
-from memlab.kernels import hash_torch  # noqa: E402
-from memlab.timing import time_side_by_side  # noqa: E402
+from memlab.lab.env import environment_report  # noqa: E402
+from memlab.lab.io import atomic_write_json  # noqa: E402
+from memlab.reading.kernels import cpu as cpu_kernel  # noqa: E402
+from memlab.lab.timing import time_side_by_side  # noqa: E402
 
 CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if CUDA else "cpu"
@@ -90,7 +89,7 @@ def bag_case(regime: str, dtype: torch.dtype, quick: bool):
     g = torch.Generator().manual_seed(0)
     if regime == "memoryformer":
         k, tau, d, n = (16, 8, 256, 256) if quick else (128, 8, 1024, 2048)
-        hm = HashMemory(k * tau, d, tau=tau, backend="torch")
+        hm = HashMemory(k * tau, d, tau=tau)
         idx, w = hm.address(torch.randn(n, k * tau, generator=g))
         table = hm.tables.detach()
         shape = f"{k}x2^{tau} rows x {d}, N={n}, B={k}"
@@ -163,10 +162,10 @@ def bench_hash_vs_linear(quick: bool, log) -> list[dict]:
     d = 256 if quick else 1024
     token_counts = (1, 16) if quick else (1, 4, 16, 256, 2048)
     torch.manual_seed(0)
-    hm = HashMemory(d, d, tau=8, backend="torch").to(DEVICE)
+    hm = HashMemory(d, d, tau=8).to(DEVICE)
     hm_triton = HashMemory(d, d, tau=8, backend="triton").to(DEVICE) if CUDA else None
     if hm_triton is not None:
-        hm_triton.tables = hm.tables  # same weights: the fused Triton kernel (memlab.kernels.hash_triton)
+        hm_triton.tables = hm.tables  # same weights: the fused Triton kernel (memlab.reading.kernels.triton_hash)
     lin = torch.nn.Linear(d, d, bias=False).to(DEVICE)
     c_kernel = not CUDA and cpu_kernel.available()
     results = []
@@ -181,7 +180,7 @@ def bench_hash_vs_linear(quick: bool, log) -> list[dict]:
             cands = {
                 "nn.Linear": lambda: lin(x),
                 "unfused (read(address(x)))": lambda: hm.read(*hm.address(x)),
-                "fused torch ops": lambda: hash_torch.hash_memory_forward(hm, x, use_c=False),
+                "fused torch ops": lambda: memlab.hash_read(x, hm.tables, tau=8, backend="torch"),
                 "HashMemory.forward (default)": lambda: hm(x),
                 "gather only (F.embedding_bag)": lambda: F.embedding_bag(idx, hm.tables, mode="sum",
                                                                          per_sample_weights=w),
@@ -201,7 +200,7 @@ def bench_hash_vs_linear(quick: bool, log) -> list[dict]:
             "nn.Linear": lambda: torch.autograd.grad(lin(xg), [xg, lin.weight], g),
             "HashMemory (default)": lambda: torch.autograd.grad(hm(xg), [xg, hm.tables], g),
             "HashMemory, torch ops": lambda: torch.autograd.grad(
-                hash_torch.hash_memory_forward(hm, xg, use_c=False), [xg, hm.tables], g),
+                memlab.hash_read(xg, hm.tables, tau=8, backend="torch"), [xg, hm.tables], g),
         }, quick)
         row = {"tokens": n, "d": d, "tau": 8, "inference_s": times, "train_forward_s": train,
                "new_input_s": fresh, "new_input_pool": len(xs),
@@ -264,7 +263,7 @@ def main(argv=None) -> int:
     payload = {
         **result_header(name, args.quick),
         "peak_GBps": peak, "peak_method": "torch copy_ of a large fp32 tensor, 2 x bytes / time",
-        "timing": "triton.testing.do_bench" if CUDA else "memlab.timing.time_side_by_side (medians, interleaved)",
+        "timing": "triton.testing.do_bench" if CUDA else "memlab.lab.timing.time_side_by_side (medians, interleaved)",
         "bags": bags, "hash_vs_linear": hvl, "log": log.lines,
     }
     path = args.out / f"{slug(name)}.json"

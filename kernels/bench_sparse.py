@@ -3,13 +3,13 @@
     python kernels/bench_sparse.py            # full: 1M-row table, 16/256/2048 tokens (~5 min, 2-core CPU, 15 GB)
     python kernels/bench_sparse.py --quick    # small table, seconds (tests run it with --out <tmp>)
 
-Setup (papers.md §B): a value table of n_keys² = 1M rows × dim (default 256 fp32 = 1 GiB, so that the dense table,
+Setup (Memory Layers at Scale): a value table of n_keys² = 1M rows × dim (default 256 fp32 = 1 GiB, so that the dense table,
 its gradient, both Adam moments and the sparse runs' own moments fit a 24 GB machine; the paper's 1M × 1024 is 4 GiB per
 copy), read by heads=4 × topk=32 product-key lookups per token (a real ``ProductKeyMemory.lookup`` of random inputs at
 initialisation). Per token count, the value-table part of one training step, four ways:
 
 * dense AdamW:              ``embedding_bag`` backward (zero-filled dense R × d gradient) + ``torch.optim.AdamW``
-                            (its default implementation: what memlab.train uses today)
+                            (its default implementation: what memlab.lab.train uses today)
 * dense AdamW fused:        the same gradient + ``torch.optim.AdamW(fused=True)`` (one pass over the table)
 * row-sparse RowSparseAdam: ``embedding_bag(sparse=True)`` backward (COO gradient of the rows read) +
                             ``memlab.RowSparseAdam`` (lazy AdamW, fused kernel on the gathered rows)
@@ -22,7 +22,7 @@ gradient is the same in both layouts and is not part of the table's update. The 
 
 Bytes written (an ideal implementation's minimum): dense = 4·R·d·e (gradient, parameter, two moments over the whole
 table); row-sparse = 4·U·d·e over the U distinct rows read. torch's sparse backward also writes the N·H·k uncoalesced
-rows before coalescing; not counted. Timing: ``memlab.timing.time_side_by_side`` (interleaved rounds, medians).
+rows before coalescing; not counted. Timing: ``memlab.lab.timing.time_side_by_side`` (interleaved rounds, medians).
 """
 from __future__ import annotations
 
@@ -41,11 +41,11 @@ from bench import (  # noqa: E402
 )
 
 import memlab  # noqa: E402
-from memlab.io import atomic_write_json  # noqa: E402
-from memlab.timing import time_side_by_side  # noqa: E402
+from memlab.lab.io import atomic_write_json  # noqa: E402
+from memlab.lab.timing import time_side_by_side  # noqa: E402
 
 METHODS = {  # name: (row-sparse gradient?, optimizer factory)
-    "dense AdamW": (False, lambda ps, lr: torch.optim.AdamW(ps, lr=lr)),  # memlab.train's optimizer today
+    "dense AdamW": (False, lambda ps, lr: torch.optim.AdamW(ps, lr=lr)),  # memlab.lab.train's optimizer today
     "dense AdamW fused": (False, lambda ps, lr: torch.optim.AdamW(ps, lr=lr, fused=True)),
     "row-sparse RowSparseAdam": (True, lambda ps, lr: memlab.RowSparseAdam(ps, lr=lr)),  # fused on CPU/CUDA
     "row-sparse SparseAdam": (True, lambda ps, lr: torch.optim.SparseAdam(ps, lr=lr)),
@@ -139,7 +139,7 @@ def main(argv=None) -> int:
     payload = {
         **result_header(name, args.quick),
         "table": {"n_keys": n_keys, "rows": rows, "dim": dim, "dtype": "float32", "heads": heads, "topk": topk},
-        "timing": "memlab.timing.time_side_by_side (medians, interleaved)",
+        "timing": "memlab.lab.timing.time_side_by_side (medians, interleaved)",
         "measured": "value-table part of a step: backward of the read (table grad only), optimizer step, "
                     "total = backward + step + zero_grad(set_to_none=True)",
         "bytes_written_estimate": "dense 4·R·d·e (grad + param + 2 moments); row-sparse 4·U·d·e (U distinct rows read)",

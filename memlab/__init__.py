@@ -3,32 +3,39 @@
 Public API (notebooks, the CLI and external checks import exactly these names):
 
     embedding_bag                      the reading primitive: weighted row-gather-and-sum
+    hash_read                          MemoryFormer's addressing and reading fused (= embedding_bag(T, *address(x)))
     HashMemory, MemoryBlock            MemoryFormer's Memory Layer and FFN replacement
     ProductKeyMemory, MemoryPlus,
     SharedValues                       product-key memory, Memory+, a value pool shared across layers
+    PEER                               product-key retrieval of single-neuron experts (He 2024)
     RowSparseAdam,
     clip_sparse_grad_norm_,
     split_sparse_parameters            row-sparse value training: lazy AdamW on the rows read, clipping, param split
     flops, stats, hashing,
     product_keys, lsh, quantization    paper formulas, usage statistics, the addressing equations, LSH and PQ
 """
-from . import flops, hashing, lsh, product_keys, quantization, stats
-from .embedding_bag import embedding_bag
-from .env import environment_report, fast_mode
-from .hash_memory import HashMemory
-from .memory_block import MemoryBlock
-from .memory_plus import MemoryPlus
-from .pkm import ProductKeyMemory, SharedValues
-from .row_sparse import RowSparseAdam, clip_sparse_grad_norm_, split_sparse_parameters
+from .lab import flops, plots, stats
+from .addressing import hashing, lsh, product_keys, quantization
+from .reading import embedding_bag, hash_read
+from .lab.env import environment_report, fast_mode
+from .layers.hash_memory import HashMemory
+from .layers.memory_block import MemoryBlock
+from .layers.memory_plus import MemoryPlus
+from .layers.peer import PEER
+from .layers.product_key_memory import ProductKeyMemory
+from .layers.shared_values import SharedValues
+from .lab.row_sparse import RowSparseAdam, clip_sparse_grad_norm_, split_sparse_parameters
 
 __version__ = "0.1.0"
 
 __all__ = [
     "embedding_bag",
+    "hash_read",
     "HashMemory",
     "MemoryBlock",
     "ProductKeyMemory",
     "MemoryPlus",
+    "PEER",
     "SharedValues",
     "RowSparseAdam",
     "clip_sparse_grad_norm_",

@@ -10,10 +10,10 @@ import sys
 
 #: command name → (module, one-line help). Add a command by adding a line here.
 COMMANDS = {
-    "compare": ("memlab.compare", "compare nn.Linear with memlab's memory layers: size, FLOPs, CPU time, identities"),
-    "train": ("memlab.train", "train a tiny LM (dense, moe, memoryformer, pkm, memoryplus) on the offline corpus"),
-    "generate": ("memlab.generate", "sample text from a trained run's checkpoint"),
-    "demo": ("memlab.demo", "the main job: train dense, MemoryFormer and Memory+ tiny LMs and compare them in one table"),
+    "compare": ("memlab.lab.compare", "compare nn.Linear with memlab's memory layers: size, FLOPs, CPU time, identities"),
+    "train": ("memlab.lab.train", "train a tiny LM (dense, moe, memoryformer, pkm, memoryplus) on the offline corpus"),
+    "generate": ("memlab.lab.generate", "sample text from a trained run's checkpoint"),
+    "demo": ("memlab.lab.demo", "the main job: train dense, MemoryFormer and Memory+ tiny LMs and compare them in one table"),
 }
 
 

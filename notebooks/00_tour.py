@@ -24,14 +24,17 @@
 # * **Product-key memory** and **Memory+** (Lample et al. 2019; Berges, Oğuz et al., *Memory Layers at Scale*,
 #   ICML 2025, §2–3): a query scores n² keys through two sets of n half-keys and reads the top-k values.
 #
-# Both are the same two steps (`/work/shared/papers.md` §C, and the docstrings of `memlab`):
+# Both are the same two steps (see [paper_notes.md](paper_notes.md) and the docstrings of `memlab`):
 #
 # | step | MemoryFormer (`HashMemory`) | product keys (`ProductKeyMemory`) |
 # |---|---|---|
 # | **addressing** x → (row indices, weights) | sign hash of each chunk, weight p(z) | top-k over product keys, softmax |
 # | **reading** (indices, weights) → y | `memlab.embedding_bag` | `memlab.embedding_bag` |
+# | **both, fused** x → y | `memlab.hash_read` | — |
 #
-# One reading primitive, one kernel (notebook 04), both layers. This notebook checks the environment, runs each layer
+# One reading primitive, one kernel (notebook 04), both layers. MemoryFormer's addressing is cheap enough to fuse
+# into the read: `memlab.hash_read(x, tables, tau=τ)` equals `embedding_bag(tables, *address(x))` up to fp32 rounding,
+# and is what `HashMemory.forward` calls. This notebook checks the environment, runs each layer
 # once on tiny inputs, verifies "addressing → reading" numerically, and maps the rest of the series.
 
 # %%
@@ -99,10 +102,12 @@ y = hm.read(rows, p)  # reading
 print(hm)
 print("x", tuple(x.shape), "-> rows", tuple(rows.shape), "weights", tuple(p.shape), "-> y", tuple(y.shape))
 print("tables", tuple(hm.tables.shape), "=", hm.K, "tables x 2^τ rows x d_out")
-# forward is fused (on a CPU: one C call that hashes and gathers), so it sums in another order: equal up to fp32 rounding
-fused_diff = (hm(x) - y).abs().max().item()
-same = torch.equal(y, memlab.embedding_bag(hm.tables, rows, p)) and fused_diff < 1e-6
-print("read(address(x)) == embedding_bag(tables, rows, p), and == forward(x) up to fp32 rounding (< 1e-6):", same)
+# forward is memlab.hash_read, fused (on a CPU: one C call that hashes and gathers); it sums in another order, so it
+# equals the two steps up to fp32 rounding
+fused = memlab.hash_read(x, hm.tables, tau=tau)
+fused_diff = (fused - y).abs().max().item()
+same = torch.equal(y, memlab.embedding_bag(hm.tables, rows, p)) and torch.equal(fused, hm(x)) and fused_diff < 1e-6
+print("read(address(x)) == embedding_bag(tables, rows, p); forward(x) == hash_read(x, tables) == both up to fp32 rounding (< 1e-6):", same)
 assert same
 
 # %% [markdown]
@@ -204,7 +209,7 @@ assert hm_params > linear_params and hm.flops_per_token() < d_in * d_out
 # ## A first look at row usage
 #
 # A memory is only as big as the part of it that gets read. `memlab.stats` summarises a histogram of row hits
-# (papers.md §D). On random inputs both addressing schemes spread reads over the whole memory:
+# (Lample et al. 2019; MemoryFormer Figure 4). On random inputs both addressing schemes spread reads over the whole memory:
 
 # %%
 n_tokens = 512 if FAST else 8192

@@ -41,9 +41,9 @@ import math
 import matplotlib.pyplot as plt
 import torch
 
-from memlab import hashing, lsh, plots, product_keys, stats
+from memlab import hashing, lsh, product_keys, stats, plots
 from memlab import quantization as pq
-from memlab.timing import time_side_by_side
+from memlab.lab.timing import time_side_by_side
 
 # %matplotlib inline
 torch.manual_seed(0)

@@ -36,7 +36,7 @@ import matplotlib.pyplot as plt
 import torch
 
 from memlab import flops, hashing, plots
-from memlab.timing import ratios_to, time_side_by_side
+from memlab.lab.timing import ratios_to, time_side_by_side
 
 torch.manual_seed(0)
 print("fast mode:", FAST)
@@ -94,8 +94,10 @@ idx_lib, w_lib = layer.address(x)
 assert torch.equal(rows, idx_lib)
 torch.testing.assert_close(p, w_lib)
 torch.testing.assert_close(y_manual, layer(x))
-# the reading step is one weighted EmbeddingBag (papers.md §C)
+# the reading step is one weighted EmbeddingBag (y = Σ_k p(z_k) · T_k[h(z_k)])
 torch.testing.assert_close(memlab.embedding_bag(layer.tables, rows, p), layer(x))
+# the layer's forward fuses both steps into one primitive, memlab.hash_read (notebook 04 shows its kernels)
+torch.testing.assert_close(memlab.hash_read(x, layer.tables, tau=layer.tau), layer(x))
 print("manual layer == memlab.HashMemory:", y_manual.shape)
 
 # %% [markdown]
@@ -351,7 +353,7 @@ with torch.no_grad():
 #   fp32) from a 134 MB table that does not fit in cache. At one token that is 8× fewer bytes than the Linear layer's
 #   4 MB of weights, and the win is real only if nothing else costs more than the bytes: an unfused implementation
 #   pays the per-call overhead of several small ops (codes, $p$, offsets, the bag) — the split above shows it.
-#   memlab's forward on the CPU is one C call that hashes and gathers (`memlab.kernels.cpu`).
+#   memlab's forward on the CPU is one C call that hashes and gathers (`memlab.reading.kernels.cpu`).
 # * At a few hundred tokens the rows are mostly distinct (256 tokens hit about 63 % of each table's 256 rows, most of
 #   them once) and come from DRAM: the layer is bound by memory bandwidth, and whether it beats the dense layer
 #   depends on the machine's bandwidth against its FLOP/s — and on what else is using that bandwidth.

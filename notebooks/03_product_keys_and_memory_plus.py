@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from memlab import flops, plots, product_keys, stats
+from memlab import flops, product_keys, stats, plots
 
 torch.manual_seed(0)
 print("fast mode:", FAST)

@@ -29,9 +29,9 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from memlab.kernels import interpreter_enabled
-from memlab.kernels import embedding_bag as kbag
-from memlab.kernels import hash_triton, teaching
+from memlab.reading.kernels import interpreter_enabled
+from memlab.reading.kernels import triton_bag as kbag
+from memlab.reading.kernels import triton_hash, teaching
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 torch.manual_seed(0)
@@ -40,7 +40,7 @@ print("fast mode:", FAST, "| device:", DEVICE, "| Triton interpreter:", interpre
 # %% [markdown]
 # # 04 · Triton kernels for memory layers
 #
-# **What this notebook teaches.** Both memory layers end in one primitive, the weighted EmbeddingBag (papers.md §C):
+# **What this notebook teaches.** Both memory layers end in one primitive, the weighted EmbeddingBag ([paper notes](paper_notes.md)):
 #
 # $$\text{out}[n,:] \;=\; \sum_j w[n,j]\; T\big[\text{idx}[n,j],\,:\big].$$
 #
@@ -58,7 +58,7 @@ print("fast mode:", FAST, "| device:", DEVICE, "| Triton interpreter:", interpre
 # %% [markdown]
 # ## 1. A first kernel: one row at a time
 #
-# `memlab.kernels.teaching` holds the kernel (the notebook imports it, so the tests check the same code). Program
+# `memlab.reading.kernels.teaching` holds the kernel (the notebook imports it, so the tests check the same code). Program
 # `(n, t)` owns bag `n` and a `BLOCK_D`-wide slice of the output columns; it walks the bag one entry at a time.
 
 # %%
@@ -91,7 +91,7 @@ print("one-row kernel == F.embedding_bag; grid =", (n_bags, -(-dim // 64)), "pro
 #
 # ## 2. The tile kernel: many rows in flight
 #
-# memlab's forward (`memlab.kernels.embedding_bag._bag_forward_kernel`) loads the indices and weights of `BLOCK_B`
+# memlab's forward (`memlab.reading.kernels.triton_bag._bag_forward_kernel`) loads the indices and weights of `BLOCK_B`
 # entries at once, then a `[BLOCK_B × BLOCK_D]` tile of rows with one `tl.load`, and reduces over the rows with
 # `tl.sum(tile * w[:, None], axis=0)`:
 
@@ -134,7 +134,7 @@ print("tile kernel == F.embedding_bag; block sizes (BLOCK_B, BLOCK_D) =", kbag._
 #   sums its own contributors in a fixed order: no atomics, bit-reproducible, and `grad_w` comes out of the same loads.
 #   Rows are ordered by hit count, most first, so the longest programs start first.
 #
-# `memlab.kernels.embedding_bag.reverse_indices` on a small example:
+# `memlab.reading.kernels.triton_bag.reverse_indices` on a small example:
 
 # %% NBVAL_CHECK_OUTPUT
 small = torch.tensor([[3, 1], [3, 3], [0, 1]])
@@ -191,7 +191,7 @@ print("bit-identical:", a == b)
 # On the CPU the interpreter runs programs one after another, so the atomic strategy happens to be deterministic
 # here; on a GPU it is not. Which strategy is *faster* is a GPU measurement (hot MemoryFormer tables vs the large,
 # sparse product-key values); none has been made yet, so memlab's default stays `"atomic"` for now, with the reasoning
-# in `memlab.kernels.embedding_bag.DEFAULT_BACKWARD`'s comment. `MEMLAB_BAG_BACKWARD=reverse` switches it.
+# in `memlab.reading.kernels.triton_bag.DEFAULT_BACKWARD`'s comment. `MEMLAB_BAG_BACKWARD=reverse` switches it.
 
 # %% [markdown]
 # ## 4. The fused MemoryFormer kernel
@@ -199,17 +199,18 @@ print("bit-identical:", a == b)
 # A MemoryFormer layer (notebook 02) is addressing → reading: sign codes $h(z_k)$ and weights
 # $p(z_k)=\prod_i\sigma(2|z_i|/t)$ of the $K$ chunks, then an EmbeddingBag of bag size $K$. Done separately, the
 # addressing writes an (N, K) int64 code tensor and an (N, K) weight tensor that the gather reads back.
-# `memlab.kernels.hash_triton` does both in one kernel: each program reads its token's $x$, builds the $K$ codes,
+# `memlab.hash_read(x, tables, tau=…)` is this fused primitive; its Triton backend
+# (`memlab.reading.kernels.triton_hash`) does both in one kernel: each program reads its token's $x$, builds the $K$ codes,
 # $p$ (and $\lVert z\rVert_1$ for the `"l1"` weighting) **in registers**, and immediately gathers and sums the rows.
 # Its backward recomputes codes and weights (cheap: N·d_in numbers) and reuses the EmbeddingBag backward for the
-# tables and $\partial L/\partial w$, and `hash_torch.HashAddress`'s closed form
+# tables and $\partial L/\partial w$, and the closed form (`memlab.hashing.bucket_probability_grad`)
 # $\partial p/\partial z_i = p\,(2/t)\,\mathrm{sign}(z_i)\,\sigma(-2|z_i|/t)$ for $dx$.
 
 # %%
-print(inspect.getsource(hash_triton._hash_forward_kernel.fn))
+print(inspect.getsource(triton_hash._hash_forward_kernel.fn))
 
 # %% [markdown]
-# `HashMemory(backend="triton")` routes its forward to this kernel. Check it against the unfused composition
+# `HashMemory(backend="triton")` routes its forward to this kernel through `memlab.hash_read`. Check it against the unfused composition
 # `read(address(x))` and against the torch backend, output and gradients, for both weightings:
 
 # %%
@@ -240,7 +241,7 @@ for weighting in ("paper", "l1"):
 # Conventions: bf16 (2 bytes per number); FLOPs = 2 × multiply-adds; $d = 1024$; N tokens.
 # Dense weights (the Linear matrix, PKM's query projection and half-keys) are read **once** for all N tokens — a
 # matmul tiles them through on-chip memory. Gathered rows are random, so each token's rows count **per read**.
-# Every token's x is read once and its y written once. H100 SXM: 3.35 TB/s HBM3 (papers.md §B), about
+# Every token's x is read once and its y written once. H100 SXM: 3.35 TB/s HBM3 (the peak Memory Layers at Scale quotes), about
 # 990 TFLOP/s dense bf16 (NVIDIA's datasheet).
 #
 # **Exercise 1.** `nn.Linear(1024, 1024)` (no bias) at N = 1 and N = 2048: bytes, FLOPs, AI.
@@ -261,7 +262,7 @@ for weighting in ("paper", "l1"):
 # by a factor of ~300; at N = 1 it moves ~8× fewer bytes than the Linear layer, at N = 2048 ~52× more.
 # </details>
 #
-# **Exercise 3.** A product-key memory (papers.md §B defaults): H = 4 heads, top-k = 32, n = 1024 half-keys
+# **Exercise 3.** A product-key memory (Memory Layers at Scale defaults): H = 4 heads, top-k = 32, n = 1024 half-keys
 # (N_values = n² ≈ 1M values of d = 1024), k_dim = 512. Dense parts: the query projection d × H·k_dim and the half-keys
 # H × 2 × n × k_dim/2; the read: H·k value rows per token. FLOPs from `ProductKeyMemory.flops_per_token`
 # (queries, half-key scores, the k² candidate sums, the weighted read).

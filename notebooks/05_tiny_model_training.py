@@ -19,7 +19,7 @@ import memlab; FAST = memlab.fast_mode()
 # # 05 · Training tiny language models with memory layers
 #
 # Notebooks 02–04 built the layers. Here they go into a language model and learn. One GPT-style decoder
-# (`memlab.models`), five ways to fill its blocks:
+# (`memlab.lab.models`), five ways to fill its blocks:
 #
 # | model | attention | FFN |
 # |---|---|---|
@@ -29,7 +29,7 @@ import memlab; FAST = memlab.fast_mode()
 # | `pkm` | dense | `ProductKeyMemory` in the centre layer(s), values from one `SharedValues` pool |
 # | `memoryplus` | dense | `MemoryPlus` (swilu gating, qk-norm) in the centre layer(s), shared values |
 #
-# Everything is trained by one function, `memlab.train.train` — the same code as `python -m memlab train` and
+# Everything is trained by one function, `memlab.lab.train.train` — the same code as `python -m memlab train` and
 # `make demo` — on the offline **python-docs** corpus (CPython's own documentation, bytes as tokens) with synthetic
 # facts mixed in. `FAST` (CI) shrinks every size so the notebook runs in seconds; the committed outputs come from a
 # normal run of a few minutes on 2 CPU cores.
@@ -40,11 +40,11 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import torch
 
-from memlab import data
-from memlab.demo import format_table, observations, plot_loss_curves, plot_ppl_vs_flops, plot_usage
-from memlab.generate import sample_text
-from memlab.models import MODEL_TYPES, ModelConfig, build_model
-from memlab.train import TrainConfig, load_checkpoint, train
+from memlab.lab import data
+from memlab.lab.demo import format_table, observations, plot_loss_curves, plot_ppl_vs_flops, plot_usage
+from memlab.lab.generate import sample_text
+from memlab.lab.models import MODEL_TYPES, ModelConfig, build_model
+from memlab.lab.train import TrainConfig, load_checkpoint, train
 
 if FAST:
     torch.set_num_threads(1)  # tiny tensors: extra threads only wait on each other
@@ -219,7 +219,7 @@ plt.show()
 # (a) The optimizer updates *every* table row each step (AdamW reads and writes ~17 M parameters plus two moments),
 # though a batch touches only a few rows; (b) the gathers and the sparse scatter-add of the backward are memory-bound
 # and irregular, unlike the dense GEMMs the FLOP count favours; (c) the hash (sign bits, p(z)) is elementwise work
-# that the count treats as ~free. A sparse optimizer (update only hit rows) and the fused kernels of `memlab.kernels`
+# that the count treats as ~free. A sparse optimizer (update only hit rows) and the fused kernels of `memlab.reading.kernels`
 # are where the FLOP advantage would turn into time.
 # </details>
 #

@@ -29,17 +29,17 @@ matplotlib.use("Agg")
 
 import pytest  # noqa: E402
 
-import memlab.kernels  # noqa: E402  (after TRITON_INTERPRET is set)
+import memlab.reading.kernels  # noqa: E402  (after TRITON_INTERPRET is set)
 
 TRITON_SKIP_REASON = "triton not installed (macOS or minimal env): the torch backend is used"
 
 #: Runnable backend names on this machine.
-AVAILABLE_BACKENDS = ["torch"] + (["triton"] if memlab.kernels.triton_available() else [])
+AVAILABLE_BACKENDS = ["torch"] + (["triton"] if memlab.reading.kernels.triton_available() else [])
 
 #: Params for ``backend``: torch, and triton or a skipped param naming why it is absent.
 BACKEND_PARAMS = ["torch"] + (
     ["triton"]
-    if memlab.kernels.triton_available()
+    if memlab.reading.kernels.triton_available()
     else [pytest.param("triton", marks=pytest.mark.skip(reason=TRITON_SKIP_REASON))]
 )
 

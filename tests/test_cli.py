@@ -22,7 +22,7 @@ def test_parser_builds_and_registers_compare():
     subs = subcommands(parser)
     assert "compare" in subs
     assert set(subs) == set(COMMANDS)
-    assert COMMANDS["compare"][0] == "memlab.compare"
+    assert COMMANDS["compare"][0] == "memlab.lab.compare"
 
 
 def test_every_command_module_has_add_arguments_and_run():

@@ -1,4 +1,4 @@
-"""memlab.data: the offline corpus builder (ast, never import), caching with checksums, text files, the fact probe."""
+"""memlab.lab.data: the offline corpus builder (ast, never import), caching with checksums, text files, the fact probe."""
 from __future__ import annotations
 
 import json
@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from memlab import data
+from memlab.lab import data
 
 SIDE_EFFECT_MODULE = '''"""A module whose import would be harmful."""
 import pathlib

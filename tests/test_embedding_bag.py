@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import memlab
-from memlab.embedding_bag import resolve_backend
+from memlab.reading.bag import resolve_backend
 
 TOL = {torch.float32: dict(atol=1e-5, rtol=1e-5), torch.float16: dict(atol=2e-2, rtol=1e-2),
        torch.float64: dict(atol=1e-12, rtol=1e-12)}

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import memlab
-import memlab.kernels
-from memlab import HashMemory, MemoryBlock, MemoryPlus, ProductKeyMemory, SharedValues, stats
+import memlab.reading.kernels
+from memlab import PEER, HashMemory, MemoryBlock, MemoryPlus, ProductKeyMemory, SharedValues, stats
 
 
 # --- HashMemory / MemoryBlock construction ---------------------------------------------------------------------------
@@ -92,6 +92,7 @@ LAYERS = {
     "MemoryBlock": lambda: MemoryBlock(8, tau=4, expand_bits=0),
     "ProductKeyMemory": lambda: ProductKeyMemory(8, n_keys=4, topk=2),
     "MemoryPlus": lambda: MemoryPlus(8, n_keys=4, topk=2),
+    "PEER": lambda: PEER(8, n_keys=4, heads=2, topk=2),
 }
 
 
@@ -118,6 +119,29 @@ def test_scalar_and_non_tensor_input():
         layer([0.0] * 8)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+@pytest.mark.parametrize("name", list(LAYERS))
+def test_input_dtype_is_cast_to_the_parameters(name, dtype):
+    """One rule for every layer: a floating input of another dtype is cast to the parameters' dtype, and the output
+    comes back in that dtype (it used to be torch's bare "expected m1 and m2 to have the same dtype" for PKM and
+    Memory+, while HashMemory accepted the input)."""
+    layer = LAYERS[name]()
+    x = torch.randn(3, 8).to(dtype)
+    y = layer(x)
+    assert y.dtype == torch.float32
+    if name in ("ProductKeyMemory", "MemoryPlus", "PEER"):  # the cast comes first: exactly the fp32 computation
+        assert torch.equal(y, layer(x.float()))
+    elif name == "HashMemory":  # addresses in the input's precision, rows and sum in fp32
+        tol = 1e-6 if dtype == torch.float64 else 2e-2
+        torch.testing.assert_close(y, layer(x.float()), rtol=tol, atol=tol * 0.02)
+
+
+@pytest.mark.parametrize("name", list(LAYERS))
+def test_layer_converted_to_float64_takes_float32_input(name):
+    layer = LAYERS[name]().double()
+    assert layer(torch.randn(3, 8)).dtype == torch.float64
+
+
 # --- product keys -----------------------------------------------------------------------------------------------------
 
 def test_topk_larger_than_n_keys():
@@ -134,6 +158,19 @@ def test_odd_k_dim():
 def test_bad_query_norm(query_norm):
     with pytest.raises(ValueError, match=re.escape(f"query_norm={query_norm!r} is not one of (None, 'batch', 'layer', 'qk')")):
         ProductKeyMemory(16, n_keys=8, topk=2, query_norm=query_norm)
+
+
+@pytest.mark.parametrize("shape", [(1, 16), (16,), (1, 1, 16)])
+def test_batch_query_norm_on_one_token_in_training(shape):
+    pkm = ProductKeyMemory(16, n_keys=8, topk=2, query_norm="batch")
+    with pytest.raises(ValueError, match=re.escape(
+        "query_norm='batch' needs more than one token per batch in training mode (BatchNorm normalises each query "
+        "feature over the batch), got 1 token; pass at least 2 tokens, call .eval() for inference, or use "
+        "query_norm='layer' or 'qk'"
+    )):
+        pkm(torch.randn(shape))
+    assert pkm(torch.randn(2, 16)).shape == (2, 16)  # two tokens train
+    assert pkm.eval()(torch.randn(shape)).shape == shape  # one token in eval mode uses the running statistics
 
 
 def test_shared_values_size_mismatch():
@@ -211,9 +248,8 @@ def test_unknown_backend(backend_name):
 
 
 def test_unknown_backend_in_layer():
-    layer = HashMemory(8, 4, tau=4, backend="cuda")
-    with pytest.raises(ValueError, match=re.escape("backend='cuda' is not one of")):
-        layer(torch.randn(2, 8))
+    with pytest.raises(ValueError, match=re.escape("backend='cuda' is not one of")):  # at construction or first call
+        HashMemory(8, 4, tau=4, backend="cuda")(torch.randn(2, 8))
 
 
 def test_bad_memlab_backend_env(monkeypatch):
@@ -223,14 +259,14 @@ def test_bad_memlab_backend_env(monkeypatch):
 
 
 def test_triton_on_cpu_without_interpreter(monkeypatch):
-    monkeypatch.setattr(memlab.kernels, "triton_available", lambda: True)
-    monkeypatch.setattr(memlab.kernels, "interpreter_enabled", lambda: False)
+    monkeypatch.setattr(memlab.reading.kernels, "triton_available", lambda: True)
+    monkeypatch.setattr(memlab.reading.kernels, "interpreter_enabled", lambda: False)
     with pytest.raises(RuntimeError, match=r"needs a CUDA tensor, got a tensor on cpu; .*set TRITON_INTERPRET=1"):
         memlab.embedding_bag(TABLE, torch.zeros(2, 3, dtype=torch.long), backend="triton")
 
 
 def test_triton_not_installed(monkeypatch):
-    monkeypatch.setattr(memlab.kernels, "triton_available", lambda: False)
+    monkeypatch.setattr(memlab.reading.kernels, "triton_available", lambda: False)
     with pytest.raises(RuntimeError, match=r"backend='triton' needs the triton package, which is not installed here"):
         memlab.embedding_bag(TABLE, torch.zeros(2, 3, dtype=torch.long), backend="triton")
 
@@ -248,10 +284,95 @@ def test_triton_on_cpu_without_interpreter_subprocess():
     )
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    if memlab.kernels.triton_available():
+    if memlab.reading.kernels.triton_available():
         assert "ERR backend='triton' needs a CUDA tensor" in out.stdout and "TRITON_INTERPRET=1" in out.stdout
     else:
         assert "ERR backend='triton' needs the triton package" in out.stdout
+
+
+# --- the layers' read, check=False, and the Triton kernels' bounds -------------------------------------------------------
+
+def test_layer_read_rejects_weights_of_another_shape(backend):
+    """Transposed weights have the right element count: they used to be read silently (a wrong output)."""
+    hm = HashMemory(8, 4, tau=4, backend=backend)
+    with pytest.raises(ValueError, match=re.escape("weights must have the shape of indices, got weights (4, 2) and indices (2, 4)")):
+        hm.read(torch.zeros(2, 4, dtype=torch.long), torch.ones(4, 2))
+    pkm = ProductKeyMemory(8, n_keys=4, heads=4, topk=2, backend=backend)
+    idx, w = pkm.lookup(torch.randn(3, 8))  # (3, 4, 2) each
+    with pytest.raises(ValueError, match=re.escape("weights must have the shape of indices, got weights (3, 2, 4) and indices (3, 4, 2)")):
+        pkm.read(idx, w.transpose(-1, -2))
+    with pytest.raises(ValueError, match=re.escape(
+        "ProductKeyMemory.read expects indices and weights of shape (..., heads=4, topk=2), as lookup() returns them, "
+        "got (3, 8); to read bags of another shape call memlab.embedding_bag(layer.values.weight, indices, weights)"
+    )):
+        pkm.read(idx.flatten(-2), w.flatten(-2))  # (3, 8) would be read as one token with 3 heads of 8
+    with pytest.raises(TypeError, match="weights must be a floating-point tensor, got list"):
+        pkm.read(idx, w.tolist())
+
+
+def test_check_false_still_checks_shapes(backend):
+    """check=False skips only the index range (the device sync); shapes, dtypes and devices are always checked."""
+    with pytest.raises(ValueError, match=re.escape("weights must have the shape of indices, got weights (4, 2) and indices (2, 4)")):
+        memlab.embedding_bag(TABLE, torch.zeros(2, 4, dtype=torch.long), torch.ones(4, 2), backend=backend, check=False)
+    with pytest.raises(TypeError, match="indices must be an int32 or int64 tensor"):
+        memlab.embedding_bag(TABLE, torch.zeros(2, 4), backend=backend, check=False)
+
+
+def test_out_of_range_index_through_read_on_the_torch_backend():
+    """read does not check the range up front (no device sync); torch's own check raises."""
+    hm = HashMemory(8, 4, tau=4, backend="torch")
+    with pytest.raises(RuntimeError, match=re.escape("takes value 32 which is not in the valid range [0, 32)")):
+        hm.read(torch.tensor([[0, 32]]), torch.ones(1, 2))
+    pkm = ProductKeyMemory(8, n_keys=4, heads=1, topk=2, backend="torch")
+    with pytest.raises(RuntimeError, match=re.escape("takes value -1 which is not in the valid range [0, 16)")):
+        pkm.read(torch.tensor([[[0, -1]]]), torch.ones(1, 1, 2))
+
+
+@pytest.mark.skipif(not memlab.reading.kernels.triton_available(), reason="triton not installed")
+def test_out_of_range_index_never_reaches_the_triton_kernels():
+    """The kernels have no bounds checks: under the interpreter an out-of-range row segfaulted the process. Every
+    public path now raises first. A subprocess, so a regression fails this test instead of killing pytest."""
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    code = (
+        "import torch, memlab\n"
+        "from memlab import HashMemory, ProductKeyMemory\n"
+        "from memlab.reading.kernels import triton_bag\n"
+        "far = 10_000_000\n"
+        "hm = HashMemory(8, 4, tau=4, backend='triton')\n"
+        "pkm = ProductKeyMemory(8, n_keys=4, heads=1, topk=2, backend='triton')\n"
+        "table, idx, w = torch.randn(10, 4), torch.tensor([[0, far]]), torch.ones(1, 2)\n"
+        "cases = {\n"
+        "    'embedding_bag check=False': lambda: memlab.embedding_bag(table, idx, w, backend='triton', check=False),\n"
+        "    'HashMemory.read': lambda: hm.read(torch.tensor([[0, far]]), w),\n"
+        "    'ProductKeyMemory.read': lambda: pkm.read(torch.tensor([[[-far, 1]]]), torch.ones(1, 1, 2)),\n"
+        "    'bag_forward': lambda: triton_bag.bag_forward(table, idx, w),\n"
+        "    'bag_backward': lambda: triton_bag.bag_backward(table, idx, w, torch.ones(1, 4)),\n"
+        "    'bag_backward_reverse': lambda: triton_bag.bag_backward_reverse(table, idx, w, torch.ones(1, 4)),\n"
+        "}\n"
+        "for name, call in cases.items():\n"
+        "    try:\n"
+        "        call()\n"
+        "        print(name, 'NO ERROR')\n"
+        "    except ValueError as e:\n"
+        "        print(name, 'ERR', e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, f"the process died (returncode {out.returncode}):\n{out.stdout}\n{out.stderr}"
+    lines = out.stdout.splitlines()
+    assert len(lines) == 6, out.stdout
+    for line in lines:
+        assert " ERR indices must lie in [0, " in line and f"got values in [" in line, line
+    assert "HashMemory.read ERR indices must lie in [0, 32) for a table of 32 rows, got values in [0, 10000000]" in lines
+    assert "ProductKeyMemory.read ERR indices must lie in [0, 16) for a table of 16 rows, got values in [-10000000, 1]" in lines
+
+
+@pytest.mark.parametrize("installed", [True, False])
+def test_sparse_with_triton_reports_the_conflict_first(monkeypatch, installed):
+    """On a CPU tensor without the interpreter (or without triton) the conflict used to hide behind a device error."""
+    monkeypatch.setattr(memlab.reading.kernels, "triton_available", lambda: installed)
+    monkeypatch.setattr(memlab.reading.kernels, "interpreter_enabled", lambda: False)
+    with pytest.raises(ValueError, match=re.escape("sparse=True (a row-sparse table gradient) needs the torch backend")):
+        memlab.embedding_bag(TABLE, torch.zeros(2, 3, dtype=torch.long), backend="triton", sparse=True)
 
 
 # --- stats ------------------------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import pytest  # noqa: E402
 
 import memlab  # noqa: E402
 from memlab import HashMemory  # noqa: E402
-from memlab.kernels import cpu, hash_torch, triton_available  # noqa: E402
+from memlab.reading.kernels import cpu, triton_available  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 needs_triton = pytest.mark.skipif(not triton_available(), reason="triton not installed")
@@ -147,7 +147,7 @@ def test_gradcheck_fp64(backward):
 
 
 def test_backward_strategy_selection(monkeypatch):
-    from memlab.kernels.embedding_bag import DEFAULT_BACKWARD, resolve_backward
+    from memlab.reading.kernels.triton_bag import DEFAULT_BACKWARD, resolve_backward
 
     assert resolve_backward(None) == DEFAULT_BACKWARD
     monkeypatch.setenv("MEMLAB_BAG_BACKWARD", "reverse")
@@ -158,7 +158,7 @@ def test_backward_strategy_selection(monkeypatch):
 
 
 def test_reverse_indices_csr():
-    from memlab.kernels.embedding_bag import reverse_indices
+    from memlab.reading.kernels.triton_bag import reverse_indices
 
     idx = torch.tensor([[3, 1], [3, 3], [0, 1]])
     row_ids, start, end, perm = reverse_indices(idx, 5)
@@ -207,7 +207,9 @@ def test_inference_paths_fp32(n, weighting):
     with torch.no_grad():
         want = hm.read(*hm.address(x))
         torch.testing.assert_close(hm(x), want, atol=2e-6, rtol=1e-5)
-        torch.testing.assert_close(hash_torch.hash_memory_forward(hm, x, use_c=False), want, atol=2e-6, rtol=1e-5)
+        for backend in ("torch", "auto"):
+            got = memlab.hash_read(x, hm.tables, tau=hm.tau, weighting=weighting, bias=hm.bias, backend=backend)
+            torch.testing.assert_close(got, want, atol=2e-6, rtol=1e-5)
 
 
 @pytest.mark.skipif(not cpu.available(), reason="no C compiler: the pure-torch path is used")
@@ -235,7 +237,7 @@ def test_c_kernel_address_and_forward(threads, n, d_in, d_out, tau):
 @pytest.mark.parametrize("weighting", ["paper", "l1"])
 @pytest.mark.parametrize("n,d_in,d_out,tau", [(1, 40, 9, 5), (33, 40, 9, 5), (64, 96, 37, 3), (7, 24, 1030, 8)])
 def test_c_kernel_gradients_match_unfused(n, d_in, d_out, tau, weighting, threads, monkeypatch):
-    """Training through the C kernel (hash_torch.HashMemoryC): dx, dtables, dbias equal autograd through the unfused
+    """Training through the C kernel (hash_read(backend="c"), i.e. cpu.HashReadC): dx, dtables, dbias equal autograd through the unfused
     read(address(x)), with duplicate rows (33–64 tokens on 2^τ ≤ 32 rows per table) and a column tail."""
     monkeypatch.setattr(cpu, "MIN_PARALLEL_FLOATS", 0)  # these small cases would otherwise run on one thread
     torch.manual_seed(4)
@@ -244,8 +246,8 @@ def test_c_kernel_gradients_match_unfused(n, d_in, d_out, tau, weighting, thread
     g = torch.randn(n, d_out)
     torch.set_num_threads(threads)
     try:
-        y = hash_torch.HashMemoryC.apply(x, hm.tables, hm.bias, hm.num_tables, hm.tau, hm.temperature,
-                                         weighting == "l1")
+        y = memlab.hash_read(x, hm.tables, tau=hm.tau, temperature=hm.temperature, weighting=weighting,
+                             bias=hm.bias, backend="c")
         got = torch.autograd.grad(y, [x, hm.tables, hm.bias], g)
     finally:
         torch.set_num_threads(1)
@@ -285,7 +287,7 @@ def test_fused_forward_keeps_input_shape_and_dtype_bf16_input():
     assert xr.grad.dtype == torch.bfloat16
 
 
-# --- Fused Triton HashMemory (memlab.kernels.hash_triton) == unfused read(address(x)) ---------------------------
+# --- Fused Triton HashMemory (memlab.reading.kernels.triton_hash) == unfused read(address(x)) ---------------------------
 
 def _hash_case(d_in, d_out, tau, weighting, dtype, n=4, seed=0):
     torch.manual_seed(seed)
@@ -300,10 +302,10 @@ def _hash_case(d_in, d_out, tau, weighting, dtype, n=4, seed=0):
 @pytest.mark.parametrize("d_in,d_out,tau", [(12, 7, 3), (24, 123, 8)])
 @pytest.mark.parametrize("weighting", ["paper", "l1"])
 def test_fused_triton_hash_matches_unfused(weighting, d_in, d_out, tau, dtype):
-    from memlab.kernels import hash_triton
+    from memlab.reading.kernels import triton_hash
 
     hm, x = _hash_case(d_in, d_out, tau, weighting, dtype)
-    y = hash_triton.hash_memory_triton(hm, x)
+    y = triton_hash.hash_read_triton(x, hm.tables, hm.bias, hm.num_tables, hm.tau, hm.temperature, weighting == "l1")
     assert torch.equal(y, hm(x))  # HashMemory.forward routes backend="triton" to the fused kernel
     yr = hm.read(*hm.address(x))  # unfused: addressing in torch, then the Triton EmbeddingBag
     assert y.dtype == yr.dtype == dtype
@@ -322,14 +324,12 @@ def test_fused_triton_hash_matches_unfused(weighting, d_in, d_out, tau, dtype):
 @pytest.mark.parametrize("backward", ["atomic", "reverse"])
 def test_fused_triton_hash_backward_strategies_and_shapes(backward):
     """Both table-gradient strategies; leading dims; no bias; sign(0) = + in the codes; zero tokens."""
-    from memlab.kernels import hash_triton
-
     torch.manual_seed(4)
     hm = HashMemory(15, 9, tau=5, temperature=1.3, backend="triton").to(DEVICE)
     x = torch.randn(2, 3, 15, device=DEVICE)
     x[0, 0, :5] = 0.0  # all-zero chunk: code 2^5 - 1, as sign_codes
     x.requires_grad_()
-    y = hash_triton.hash_memory_triton(hm, x, backward=backward)
+    y = memlab.hash_read(x, hm.tables, tau=5, temperature=1.3, backend="triton", backward=backward)
     yr = hm.read(*hm.address(x))
     assert y.shape == (2, 3, 9)
     torch.testing.assert_close(y, yr, atol=1e-6, rtol=1e-5)
@@ -341,25 +341,26 @@ def test_fused_triton_hash_backward_strategies_and_shapes(backward):
     # at z_i = 0 the closed form uses sign(0) = +; autograd through |z| gives 0 there: compare elsewhere
     nz = x.detach() != 0
     torch.testing.assert_close(gx[nz], x.grad[nz], atol=1e-5, rtol=1e-5)
-    empty = hash_triton.hash_memory_triton(hm, torch.randn(0, 15, device=DEVICE))
+    empty = memlab.hash_read(torch.randn(0, 15, device=DEVICE), hm.tables, tau=5, backend="triton")
     assert empty.shape == (0, 9)
 
 
 @needs_triton
 def test_fused_triton_hash_gradcheck_fp64():
-    from memlab.kernels import hash_triton
-
     torch.manual_seed(5)
     hm = HashMemory(6, 3, tau=3, weighting="l1", bias=True, backend="triton").double().to(DEVICE)
     x = torch.randn(2, 6, dtype=torch.float64, device=DEVICE, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda xx: hash_triton.hash_memory_triton(hm, xx), (x,), eps=1e-6, atol=1e-7)
+    def fused(xx):
+        return memlab.hash_read(xx, hm.tables, tau=3, weighting="l1", bias=hm.bias, backend="triton")
+
+    assert torch.autograd.gradcheck(fused, (x,), eps=1e-6, atol=1e-7)
 
 
 @needs_triton
 @pytest.mark.parametrize("dim", [7, 123])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_teaching_kernel_matches_reference(dim, dtype):
-    from memlab.kernels.teaching import embedding_bag_one_row
+    from memlab.reading.kernels.teaching import embedding_bag_one_row
 
     table, idx, w = _bag_case(9, dim, 3, 4, dtype, hot=True)
     out = embedding_bag_one_row(table, idx, w, block_d=64)  # dim 123: two column tiles, masked tail

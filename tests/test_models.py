@@ -1,14 +1,15 @@
-"""Tiny LMs (memlab.models): every variant runs forward/backward, is causal, and reports hand-checked sizes and FLOPs."""
+"""Tiny LMs (memlab.lab.models): every variant of the registry runs forward/backward, is causal, and reports
+hand-checked sizes and FLOPs; a new variant is one registry entry."""
 from __future__ import annotations
 
 import pytest
 import torch
 from torch import nn
 
-from memlab import HashMemory, MemoryBlock, MemoryPlus, ProductKeyMemory, SharedValues
-from memlab.models import MODEL_TYPES, ModelConfig, build_model, usage_statistics
-from memlab.models.gpt import MemoryFormerAttention, apply_rope, rope_tables
-from memlab.models.moe import MoEFFN
+from memlab import PEER, HashMemory, MemoryBlock, MemoryPlus, ProductKeyMemory, SharedValues
+from memlab.lab.models import MODEL_TYPES, VARIANTS, ModelConfig, Variant, build_model, ffn_kind, usage_statistics
+from memlab.lab.models.gpt import MemoryFormerAttention, apply_rope, rope_tables
+from memlab.lab.models.moe import MoEFFN
 
 # V=256, d=16, 2 layers, 2 heads, s=8, tau=4, e=1, 8² = 64 shared values, 2 heads × top-2, 4 experts top-2.
 SMALL = dict(d_model=16, n_layers=2, n_heads=2, seq_len=8, tau=4, expand_bits=1, pkm_n_keys=8, pkm_heads=2,
@@ -105,7 +106,16 @@ EXPECTED = {
     "pkm":          (9760, 9760 - 60 * 16, 64 * 16 * 4, 512 + 2048 + 2048 + (256 + 128 + 8 + 64) + 4096),
     # experts: 4 × (16·32 + 32·16) per layer, 2 of them active; router 16·4
     "moe":          (14624, 10400 + 2 * 64, 0, 512 + 2048 + 2 * (64 + 2 * 2 * 16 * 32) + 4096),
+    # layer 1: query 16·16 + keys 2·2·8·4 + up-rows v and down-rows u, 64 × 16 each (2·2 experts read per token);
+    # FLOPs: PKM's count without an output projection + 2·2 down-row dot products of 16
+    "peer":         (10784, 10784 - 2 * 60 * 16, 2 * 64 * 16 * 4, 512 + 2048 + 2048 + (256 + 128 + 8 + 64 + 64) + 4096),
 }
+
+
+def test_registry_is_the_list_of_model_types():
+    assert MODEL_TYPES == tuple(VARIANTS) == ("dense", "moe", "memoryformer", "pkm", "memoryplus", "peer")
+    assert set(EXPECTED) == set(MODEL_TYPES)  # every variant has hand counts below
+    assert all(isinstance(v, Variant) and v.description for v in VARIANTS.values())
 
 
 @pytest.mark.parametrize("kind", MODEL_TYPES)
@@ -154,6 +164,42 @@ def test_rope_is_a_rotation_and_leaves_the_rest_alone():
     torch.testing.assert_close(y[:, :, 0], x[:, :, 0])  # position 0: angle 0
 
 
+def test_ffn_kind_per_layer():
+    kinds = {m: [ffn_kind(ModelConfig(model=m, n_layers=4, memory_layers=(1, 3)), i) for i in range(4)]
+             for m in MODEL_TYPES}
+    assert kinds["dense"] == ["dense"] * 4 and kinds["moe"] == ["moe"] * 4
+    assert kinds["memoryformer"] == ["memoryblock"] * 4
+    for m in ("pkm", "memoryplus", "peer"):
+        assert kinds[m] == ["dense", m, "dense", m]
+    model = small("peer", n_layers=4, memory_layers=[1, 3])
+    assert [b.ffn_kind for b in model.blocks] == kinds["peer"]
+    assert [type(b.ffn) for b in model.blocks][1::2] == [PEER, PEER]
+
+
+def test_a_new_variant_is_one_registry_entry(monkeypatch):
+    """Register a variant the package does not ship (a plain product-key memory in every layer, each with its own
+    values): building, validation, accounting and usage statistics follow from the entry alone."""
+    def check(c):
+        if c.pkm_topk > c.pkm_n_keys:
+            raise ValueError("pkm_topk too large for pkm-everywhere")
+
+    monkeypatch.setitem(VARIANTS, "pkm-everywhere", Variant(
+        "a product-key memory with its own values in every layer",
+        ffn=lambda c, values: ProductKeyMemory(c.d_model, n_keys=c.pkm_n_keys, heads=c.pkm_heads, topk=c.pkm_topk),
+        ffn_kind="pkm", ffn_memories=lambda ffn: {"pkm": ffn}, check=check,
+    ))
+    model = small("pkm-everywhere")
+    assert [b.ffn_kind for b in model.blocks] == ["pkm", "pkm"] and model.shared_values is None
+    assert all(isinstance(b.ffn, ProductKeyMemory) for b in model.blocks)
+    ids = torch.randint(0, 256, (2, 8))
+    _, loss = model(ids, ids)
+    loss.backward()
+    assert set(usage_statistics(model, ids)) == {"layer0.pkm", "layer1.pkm"}
+    assert len(model.memory_parameters()["values"]) == 2 and model.memory_bytes() == 2 * 64 * 16 * 4
+    with pytest.raises(ValueError, match="pkm_topk too large for pkm-everywhere"):
+        small("pkm-everywhere", pkm_topk=9)
+
+
 def test_generate_and_usage_statistics():
     model = small("memoryformer")
     out = model.generate(torch.zeros(1, 3, dtype=torch.long), 10, temperature=0)
@@ -164,6 +210,8 @@ def test_generate_and_usage_statistics():
     assert stats["layer0.mb2"]["rows"] == 4 * 2**5
     pkm_stats = usage_statistics(small("memoryplus"), torch.randint(0, 256, (4, 8)))
     assert set(pkm_stats) == {"layer1.pkm"} and pkm_stats["layer1.pkm"]["rows"] == 64
+    peer_stats = usage_statistics(small("peer"), torch.randint(0, 256, (4, 8)))
+    assert set(peer_stats) == {"layer1.peer"} and peer_stats["layer1.peer"]["rows"] == 64
     assert set(usage_statistics(small("dense"), torch.randint(0, 256, (1, 8)))) == set()
 
 
@@ -176,6 +224,7 @@ def test_generate_and_usage_statistics():
         (dict(model="transformer"), "is not one of"),
         (dict(model="pkm", pkm_topk=40, pkm_n_keys=32), "pkm_topk=40 exceeds pkm_n_keys=32"),
         (dict(model="pkm", n_layers=2, memory_layers=[5]), "must be distinct layer ids in [0, 2)"),
+        (dict(model="peer", d_model=16, n_heads=2, pkm_v_dim=8), "pkm_v_dim=8 does not apply to peer"),
         (dict(model="moe", moe_topk=9, moe_experts=8), "moe_topk=9 exceeds"),
         (dict(n_layers=0), "n_layers must be a positive integer"),
     ],

@@ -126,8 +126,8 @@ BLOCKERS = {
 USE_MEMLAB = textwrap.dedent("""
     import torch
     import memlab
-    import memlab.kernels
-    from memlab.embedding_bag import resolve_backend
+    import memlab.reading.kernels
+    from memlab.reading.bag import resolve_backend
 
     layer = memlab.HashMemory(16, 8, tau=4)  # backend="auto"
     y = layer(torch.randn(3, 16))
@@ -135,7 +135,7 @@ USE_MEMLAB = textwrap.dedent("""
     assert resolve_backend("auto", layer.tables) == "torch"
     pkm = memlab.MemoryPlus(8, n_keys=4, topk=2)
     assert pkm(torch.randn(2, 8)).shape == (2, 8)
-    assert memlab.kernels.triton_available() is False
+    assert memlab.reading.kernels.triton_available() is False
     assert "triton" not in sys.modules or sys.modules["triton"] is None
     try:
         memlab.embedding_bag(torch.randn(4, 2), torch.zeros(1, 2, dtype=torch.long), backend="triton")

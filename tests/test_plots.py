@@ -1,4 +1,4 @@
-"""memlab.plots: figure data comes from memlab.flops / memlab.stats and every helper draws on the Agg backend."""
+"""memlab.plots: figure data comes from memlab.lab.flops / memlab.stats and every helper draws on the Agg backend."""
 import matplotlib
 
 matplotlib.use("Agg")

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from memlab import ProductKeyMemory
-from memlab.product_keys import bruteforce_topk, half_scores, product_topk
+from memlab.addressing.product_keys import bruteforce_topk, half_scores, product_topk
 
 
 def full_scores_loop(s1: torch.Tensor, s2: torch.Tensor) -> torch.Tensor:

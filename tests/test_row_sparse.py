@@ -1,4 +1,4 @@
-"""Row-sparse value gradients and the lazy AdamW step (memlab.row_sparse), and kernels/bench_sparse.py --quick."""
+"""Row-sparse value gradients and the lazy AdamW step (memlab.lab.row_sparse), and kernels/bench_sparse.py --quick."""
 from __future__ import annotations
 
 import importlib.util
@@ -11,7 +11,7 @@ import torch
 
 import memlab
 from memlab import ProductKeyMemory, RowSparseAdam, SharedValues, clip_sparse_grad_norm_, split_sparse_parameters
-from memlab.kernels import triton_available
+from memlab.reading.kernels import triton_available
 
 ROOT = Path(__file__).resolve().parents[1]
 

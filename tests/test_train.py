@@ -6,11 +6,12 @@ import math
 
 import pytest
 
-from memlab import data as data_lib
+from memlab.lab import data as data_lib
 from memlab.__main__ import main
-from memlab.generate import sample_text
-from memlab.models import ModelConfig, build_model
-from memlab.train import TrainConfig, load_checkpoint, load_run, lr_factor, make_optimizer, train
+from memlab.lab.generate import sample_text
+from memlab.lab.models import ModelConfig, build_model
+from memlab.lab.train import (TrainConfig, build_run, load_checkpoint, load_run, lr_factor, make_optimizer,
+                              record_validation, save_checkpoint, train, train_step)
 
 TINY = dict(d_model=16, n_layers=2, n_heads=2, seq_len=16, tau=4, expand_bits=1, pkm_n_keys=8, pkm_heads=2,
             pkm_topk=2, moe_experts=4, moe_topk=2)
@@ -44,6 +45,25 @@ def test_resume_reproduces_the_uninterrupted_loss_curve(kind, tmp_path, text_fil
     assert a == b  # bit-identical on CPU
     assert [e["val_loss"] for e in straight["evals"]] == [e["val_loss"] for e in resumed["evals"]]
     assert straight["val_ppl"] == resumed["val_ppl"]
+
+
+def test_the_step_functions_are_the_loop_train_runs(tmp_path, text_file):
+    model_cfg = ModelConfig.from_dict({**TINY, "model": "memoryformer"})
+    run = build_run(model_cfg, tiny_train(tmp_path, text_file, name="by_hand"), verbose=False)
+    first, second = train_step(run), train_step(run)
+    assert (first["step"], second["step"]) == (1, 2) and run.state["history"] == [first, second]
+    assert record_validation(run)["step"] == 2
+    save_checkpoint(run)
+    assert load_checkpoint(run.run_dir)[1]["state"]["step"] == 2
+    whole = train(model_cfg, tiny_train(tmp_path, text_file, name="whole"), verbose=False)
+    assert [h["loss"] for h in whole["history"][:2]] == [first["loss"], second["loss"]]
+
+
+def test_time_budget_stops_early_and_still_finishes_the_run(tmp_path, text_file):
+    cfg = tiny_train(tmp_path, text_file, name="budget", max_seconds=0.0)
+    results = train(ModelConfig.from_dict({**TINY, "model": "dense"}), cfg, verbose=False)
+    assert results["stopped_early"] and results["steps"] == 1 and results["evals"][-1]["step"] == 1
+    assert load_run(tmp_path / "runs" / "budget")["steps"] == 1
 
 
 def test_run_writes_results_and_checkpoint_atomically(tmp_path, text_file):
@@ -115,7 +135,7 @@ def test_cli_errors_are_one_clear_line(argv, message, capsys, tmp_path, monkeypa
 
 
 def test_demo_fast_writes_table_and_plot(tmp_path, text_file, monkeypatch, capsys):
-    from memlab import demo
+    from memlab.lab import demo
 
     corpus = data_lib.load_text_file(text_file)
     monkeypatch.setattr(data_lib, "load_corpus", lambda *a, **k: corpus)
