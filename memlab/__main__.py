@@ -11,8 +11,9 @@ import sys
 #: command name → (module, one-line help). Add a command by adding a line here.
 COMMANDS = {
     "compare": ("memlab.lab.compare", "compare nn.Linear with memlab's memory layers: size, FLOPs, CPU time, identities"),
-    "train": ("memlab.lab.train", "train a tiny LM (dense, moe, memoryformer, pkm, memoryplus) on the offline corpus"),
+    "train": ("memlab.lab.train", "train a tiny LM (dense, moe, memoryformer, pkm, memoryplus, peer) on the offline corpus"),
     "generate": ("memlab.lab.generate", "sample text from a trained run's checkpoint"),
+    "sweep": ("memlab.lab.sweep", "ablation studies: grids of configs × seeds, cached, resumable, parallel (--list)"),
     "demo": ("memlab.lab.demo", "the main job: train dense, MemoryFormer and Memory+ tiny LMs and compare them in one table"),
 }
 

@@ -19,7 +19,7 @@ import memlab; FAST = memlab.fast_mode()
 # # 05 · Training tiny language models with memory layers
 #
 # Notebooks 02–04 built the layers. Here they go into a language model and learn. One GPT-style decoder
-# (`memlab.lab.models`), five ways to fill its blocks:
+# (`memlab.lab.models`), one way per entry of its registry of variants to fill its blocks:
 #
 # | model | attention | FFN |
 # |---|---|---|
@@ -28,6 +28,7 @@ import memlab; FAST = memlab.fast_mode()
 # | `memoryformer` | Q, K, V from three `HashMemory` tables sharing **one** hash; no W_O | `MemoryBlock` |
 # | `pkm` | dense | `ProductKeyMemory` in the centre layer(s), values from one `SharedValues` pool |
 # | `memoryplus` | dense | `MemoryPlus` (swilu gating, qk-norm) in the centre layer(s), shared values |
+# | `peer` | dense | `PEER`: product keys retrieve single-neuron experts, y = Σ g_i σ(u_iᵀx) v_i (He 2024) |
 #
 # Everything is trained by one function, `memlab.lab.train.train` — the same code as `python -m memlab train` and
 # `make demo` — on the offline **python-docs** corpus (CPython's own documentation, bytes as tokens) with synthetic
@@ -41,7 +42,7 @@ import matplotlib.pyplot as plt
 import torch
 
 from memlab.lab import data
-from memlab.lab.demo import format_table, observations, plot_loss_curves, plot_ppl_vs_flops, plot_usage
+from memlab.lab.demo import observations, results_table, plot_loss_curves, plot_ppl_vs_flops, plot_usage
 from memlab.lab.generate import sample_text
 from memlab.lab.models import MODEL_TYPES, ModelConfig, build_model
 from memlab.lab.train import TrainConfig, load_checkpoint, train
@@ -136,7 +137,7 @@ for kind in MODEL_TYPES:
     print(f"{kind:13s} done: val ppl {results[kind]['val_ppl']:.2f}  ({results[kind]['train_seconds']:.0f} s)")
 
 print()
-print(format_table(list(results.values())))
+print(results_table(list(results.values())))
 
 # %% [markdown]
 # ## 4 · Loss curves, and perplexity against FLOPs

@@ -102,6 +102,13 @@ def test_cli_entry_point(pyproject):
     assert pyproject["project"]["scripts"]["memlab"] == "memlab.__main__:main"
 
 
+def test_c_kernel_source_is_package_data(pyproject):
+    """The C kernel compiles from memlab/reading/kernels/hash_cpu.c on first use: a wheel must ship the source."""
+    patterns = pyproject["tool"]["setuptools"]["package-data"]["memlab.reading.kernels"]
+    source = ROOT / "memlab" / "reading" / "kernels" / "hash_cpu.c"
+    assert source.is_file() and any(source.match(p) for p in patterns)
+
+
 BLOCKERS = {
     # an import hook that refuses triton, as `import triton` fails where it is not installed
     "meta_path": textwrap.dedent("""

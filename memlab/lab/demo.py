@@ -73,7 +73,6 @@ def results_table(results: list[dict]) -> str:
     return tables.format_table(rows, headers, formats=formats, left_aligned=["model"])
 
 
-format_table = results_table  # the name notebook 05 imports
 
 
 def results_csv(results: list[dict]) -> str:

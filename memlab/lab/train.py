@@ -1,4 +1,4 @@
-"""``python -m memlab train``: one trainer for every tiny model (dense, moe, memoryformer, pkm, memoryplus).
+"""``python -m memlab train``: one trainer for every tiny model (every variant of ``memlab.lab.models.VARIANTS``).
 
     AdamW (β = 0.9, 0.95), linear warm-up then cosine decay to ``min_lr_ratio``·LR, gradient clipping, and separate
     parameter groups: MemoryFormer tables at ``table_lr_mult`` × LR (3×, the paper), product-key values at their own
@@ -36,7 +36,7 @@ import torch
 from . import data as data_lib
 from .._checks import check_known_keys, check_positive_int, did_you_mean
 from .io import atomic_torch_save, atomic_write_text
-from .models import GPT, ModelConfig, usage_statistics
+from .models import GPT, MODEL_TYPES, ModelConfig, usage_statistics
 from .tables import csv_text
 
 
@@ -334,8 +334,10 @@ def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> tuple[GPT, 
 
 # ---------------------------------------------------------------------------------------------------------- training
 def train(model_config: ModelConfig | dict, cfg: TrainConfig | dict | None = None, resume: bool = False,
-          verbose: bool = True, corpus: data_lib.Corpus | None = None) -> dict:
+          verbose: bool = True, corpus: data_lib.Corpus | None = None, on_step=None) -> dict:
     """Train one model; returns the results dict that is also written to ``runs/<name>/results.json``.
+
+    ``on_step``: optional callable given every step's record ({step, loss, lr, ...}) — progress bars (sweep.py).
 
     Each step: ``train_step``; every ``eval_every`` steps ``record_validation``, every ``stats_every`` steps
     ``record_usage``, every ``ckpt_every`` steps ``save_checkpoint``. ``stop_after`` stops as if killed (the
@@ -352,6 +354,8 @@ def train(model_config: ModelConfig | dict, cfg: TrainConfig | dict | None = Non
 
     while run.state["step"] < cfg.steps:
         record = train_step(run)
+        if on_step is not None:
+            on_step(record)
         step = record["step"]
         last = step == cfg.steps
         if step % cfg.eval_every == 0 or last:
@@ -447,7 +451,7 @@ def parse_sets(items: list[str]) -> dict:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=None, help="dense | moe | memoryformer | pkm | memoryplus (default dense)")
+    parser.add_argument("--model", default=None, help=" | ".join(MODEL_TYPES) + " (default dense)")
     parser.add_argument("--name", default=None, help="run name: results go to runs/NAME (default: the model name)")
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--corpus", default=None, help=f"one of {data_lib.CORPORA} (default python-docs, offline)")
