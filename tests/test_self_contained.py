@@ -32,7 +32,7 @@ ALLOW_MARKER = "self-contained: ok"
 
 # An absolute path must *start* here: not preceded by a word character or by . / : ~ + - \ — so URLs
 # (https://host/home/x), repository-relative paths (notebooks/tmp/x) and base64 blobs do not match.
-_START = r"(?<![\w./:~+\\-])"
+_START = r"(?<![\w./:~+\\>-])"  # a path starts at a line start, a space, a quote or a bracket, not inside a path
 OUTSIDE_PATTERNS: list[tuple[str, re.Pattern[str]]] = [
     ("../shared", re.compile(r"\.\./+shared\b")),
     ("bare papers.md", re.compile(r"(?<![\w/-])papers\.md\b")),
@@ -242,7 +242,7 @@ def test_scanner_flags_outside_paths(line, name):
     "https://github.com/someone/home/alice and https://example.org/work/x and https://h.io/tmp/y",
     "with tempfile.TemporaryDirectory() as d: torch.save(m, Path(d) / 'm.pt')   # tmp_path in tests",
     "python kernels/bench.py --quick    # tests run it with --out <tmp>",
-    "notebooks/tmp/x and data/cache/home/y and runs/work/z",
+    "notebooks/tmp/x and data/cache/home/y and runs/work/z and runs/sweeps/<study>/work/<key>/",
     "the framework's homework/ folder and ./papers.mdx are fine; so is site/root/x",
     "a line naming /tmp/ on purpose  # self-contained: ok",
 ])
