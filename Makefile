@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.py))
 
-.PHONY: help venv demo compare test test-unit test-notebooks notebooks bench clean
+.PHONY: help venv demo compare test test-unit test-notebooks notebooks bench ablations clean
 
 help:
 	@echo "make demo            create .venv if needed, then train and compare tiny dense / MemoryFormer / Memory+ LMs"
@@ -13,6 +13,7 @@ help:
 	@echo "make test            create .venv if needed, then run every test (unit, Triton interpreter, nbval)"
 	@echo "make notebooks       re-execute every notebook in full mode and refresh the committed .ipynb"
 	@echo "make bench           kernel benchmarks (kernels/bench.py)"
+	@echo "make ablations       every ablation study (python -m memlab sweep --list); cached and resumable: rerun after a kill"
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -45,6 +46,12 @@ notebooks: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) kernels/bench.py
+
+# Every study of memlab/lab/studies.py into runs/sweeps/<study>/ (~1.5 h on 2 cores). Finished points are cached, so the
+# same command resumes a killed run; JOBS=2 trains two points at once.
+JOBS ?= 1
+ablations: $(STAMP)
+	$(PY) -m memlab sweep --study all --jobs $(JOBS) --export data/ablations
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -3,8 +3,8 @@
     format_table   a list of dicts as a fixed-width text table (deterministic: notebooks check its output)
     csv_text       the same rows as CSV text, for the files a run writes next to its results.json
 
-A small hand formatter, not pandas: pandas is not one of memlab's dependencies. A notebook that wants a DataFrame
-gets one from the same rows with ``pandas.DataFrame(rows)``.
+A small hand formatter, not pandas: its output is deterministic text that notebooks check. A notebook that wants a
+DataFrame gets one from the same rows with ``pandas.DataFrame(rows)`` (sweep results come as DataFrames).
 """
 from __future__ import annotations
 

@@ -125,7 +125,8 @@ VARIANTS: dict[str, Variant] = {
     "memoryformer": Variant(
         "MemoryFormer: Q/K/V from hash tables sharing one hash, no W_O; Memory Block instead of the FFN",
         ffn=lambda c, values: MemoryBlock(c.d_model, tau=c.tau, expand_bits=c.expand_bits,
-                                          temperature=c.mf_temperature, weighting=c.mf_weighting),
+                                          temperature=c.mf_temperature, weighting=c.mf_weighting,
+                                          activation=c.mf_activation),
         ffn_kind="memoryblock",
         attention=MemoryFormerAttention,
         attention_memories=lambda attn: {"qkv": attn},
