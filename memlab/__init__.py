@@ -7,6 +7,8 @@ Public API (notebooks, the CLI and external checks import exactly these names):
     HashMemory, MemoryBlock            MemoryFormer's Memory Layer and FFN replacement
     ProductKeyMemory, MemoryPlus,
     SharedValues                       product-key memory, Memory+, a value pool shared across layers
+    ShardedValues, shard_values_,
+    sharded_embedding_bag              memory parallelism: values sharded by columns over processes (torch.distributed)
     PEER                               product-key retrieval of single-neuron experts (He 2024)
     RowSparseAdam,
     clip_sparse_grad_norm_,
@@ -24,6 +26,8 @@ from .layers.memory_plus import MemoryPlus
 from .layers.peer import PEER
 from .layers.product_key_memory import ProductKeyMemory
 from .layers.shared_values import SharedValues
+from .layers.sharded_values import ShardedValues, shard_values_
+from .reading.sharded_bag import sharded_embedding_bag
 from .lab.row_sparse import RowSparseAdam, clip_sparse_grad_norm_, split_sparse_parameters
 
 __version__ = "0.1.0"
@@ -37,6 +41,9 @@ __all__ = [
     "MemoryPlus",
     "PEER",
     "SharedValues",
+    "ShardedValues",
+    "shard_values_",
+    "sharded_embedding_bag",
     "RowSparseAdam",
     "clip_sparse_grad_norm_",
     "split_sparse_parameters",

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 import memlab
-import memlab.layers.product_key_memory as pkm_module
+import memlab.layers.shared_values as values_module  # where a layer's read calls embedding_bag (SharedValues.read)
 from memlab import PEER
 from memlab.lab.data import stdlib_dir
 from memlab.lab.models import ModelConfig, build_model, usage_statistics
@@ -81,13 +81,13 @@ def test_activations_match_reference(activation):
 def test_reading_is_one_weighted_bag_over_the_up_rows(monkeypatch):
     peer = PEER(8, n_keys=4, heads=3, topk=2)
     calls = []
-    original = pkm_module.embedding_bag
+    original = values_module.embedding_bag
 
     def spy(table, indices, weights, **kw):
         calls.append((table, indices.shape, weights.shape))
         return original(table, indices, weights, **kw)
 
-    monkeypatch.setattr(pkm_module, "embedding_bag", spy)
+    monkeypatch.setattr(values_module, "embedding_bag", spy)
     x = torch.randn(2, 5, 8)
     peer(x)
     assert len(calls) == 1

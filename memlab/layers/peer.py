@@ -57,8 +57,8 @@ class PEER(ProductKeyMemory):
 
     def expert_activations(self, x: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         """σ(u_iᵀ x) of the retrieved experts, (..., H, k): x (..., d) is cast to the tables' dtype."""
-        u = F.embedding(indices, self.down.weight, sparse=self.down.sparse_grad)  # (..., H, k, d)
-        return ACTIVATIONS[self.activation](torch.einsum("...hkd,...d->...hk", u, x.to(u.dtype)))
+        dots = self.down.row_dots(indices.flatten(-2), x).unflatten(-1, indices.shape[-2:])  # uᵀx, (..., H, k)
+        return ACTIVATIONS[self.activation](dots)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         indices, g = self.lookup(x)

@@ -13,7 +13,6 @@ from torch import nn
 
 from .._checks import DEFAULT_MAX_MEMORY_BYTES, check_float_input, check_memory, check_positive_int
 from ..addressing.product_keys import half_scores, product_topk
-from ..reading import embedding_bag
 from ..reading.bag import check_bag_shapes
 from .shared_values import SharedValues
 
@@ -168,10 +167,8 @@ class ProductKeyMemory(nn.Module):
                 f"topk={self.topk}), as lookup() returns them, got {tuple(indices.shape)}; to read bags of another "
                 "shape call memlab.embedding_bag(layer.values.weight, indices, weights)"
             )
-        return embedding_bag(
-            self.values.weight, indices.flatten(-2), weights.flatten(-2).to(self.values.weight.dtype),
-            backend=self.backend, check=False, sparse=self.values.sparse_grad,
-        )
+        # SharedValues.read: one embedding_bag; ShardedValues.read: the same read with the columns on several processes
+        return self.values.read(indices.flatten(-2), weights.flatten(-2).to(self.values.weight.dtype), self.backend)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.read(*self.lookup(x))

@@ -3,9 +3,11 @@ across all memory layers of a model (Memory+)."""
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .._checks import DEFAULT_MAX_MEMORY_BYTES, check_memory, check_positive_int
+from ..reading import embedding_bag
 
 
 class SharedValues(nn.Module):
@@ -44,6 +46,17 @@ class SharedValues(nn.Module):
     @property
     def dim(self) -> int:
         return self.weight.shape[1]
+
+    def read(self, indices: torch.Tensor, weights: torch.Tensor, backend: str = "auto") -> torch.Tensor:
+        """Σ_j weights[..., j] · weight[indices[..., j]], (..., dim): the read every product-key layer ends in.
+        ``memlab.ShardedValues`` runs the same read with the columns spread over processes."""
+        return embedding_bag(self.weight, indices, weights, backend=backend, check=False, sparse=self.sparse_grad)
+
+    def row_dots(self, indices: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """⟨weight[indices[..., j]], x⟩ for every j, (..., B): PEER's down-rows uᵀx (x (..., dim) is cast to the
+        table's dtype)."""
+        rows = F.embedding(indices, self.weight, sparse=self.sparse_grad)  # (..., B, dim)
+        return torch.einsum("...bd,...d->...b", rows, x.to(rows.dtype))
 
     def memory_bytes(self, dtype: torch.dtype = torch.float32) -> int:
         return self.weight.numel() * torch.empty((), dtype=dtype).element_size()

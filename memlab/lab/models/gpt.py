@@ -16,6 +16,7 @@ from .. import flops as flops_lib
 from ...layers.hash_memory import HashMemory
 from ...layers.product_key_memory import ProductKeyMemory
 from ...layers.shared_values import SharedValues
+from ...layers.sharded_values import ShardedValues
 from .blocks import (  # noqa: F401  (re-exported: notebooks and tests import them from here)
     FFN, INIT_STD, CausalAttention, DenseAttention, MemoryFormerAttention, apply_rope, make_norm, rope_tables,
 )
@@ -131,6 +132,7 @@ class GPT(nn.Module):
         """
         cfg = self.config
         total = sum(p.numel() for p in self.parameters())
+        total += sum(m.numel_on_other_ranks() for m in self.modules() if isinstance(m, ShardedValues))  # whole tables
         inactive = 0
         for m in self.modules():
             if isinstance(m, HashMemory):
