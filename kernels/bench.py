@@ -1,14 +1,27 @@
 """memlab kernel benchmarks: bytes moved, time, GB/s, % of peak bandwidth, ratio to F.embedding_bag — one run.
 
-    python kernels/bench.py            # full run (~30 s on a 2-core CPU), writes kernels/results/<device>.json
+    python kernels/bench.py            # full run (~3 min on a 2-core CPU), writes kernels/results/<device>.json
     python kernels/bench.py --quick    # small sizes, a few seconds (tests use it with --out to a temp dir)
+    python kernels/bench.py --install-peer .peer   # also the PyPI product-key-memory package, installed into .peer
+    python kernels/bench.py --peer .peer           # ... or already installed there
 
 What is measured where:
 * CUDA: memlab's Triton kernels (forward; backward "atomic" and "reverse") against F.embedding_bag, timed with
   triton.testing.do_bench. Peak bandwidth = a measured device-to-device copy in the same run.
 * CPU: the torch paths (Triton on CPU only runs in the interpreter, which is not a performance tool), timed with
   memlab.lab.timing.time_side_by_side (interleaved rounds, medians). Peak = a STREAM-like copy measured in the same run.
-  Plus the HashMemory vs nn.Linear ladder: what each step of the fused CPU path bought.
+  Plus the HashMemory vs nn.Linear ladder: what each step of the fused CPU path bought, and forward+backward with a
+  dense and a row-sparse table gradient.
+* Product keys (``bench_product_keys``): ProductKeyMemory and MemoryPlus forward at 1 token against nn.Linear, each
+  layer's bytes per token (``memlab.lab.roofline.step_bytes``: query projection, half-keys, values read, gate
+  projections) and its time as a multiple of what those bytes take at the measured copy bandwidth; then forward +
+  backward at 2048 tokens against the most used PyPI implementation (``product-key-memory``'s ``PKM``), the same
+  sizes side by side. The peer is optional: ``--peer DIR`` imports it from DIR, ``--install-peer DIR`` first runs
+  ``pip install --target DIR --no-deps`` of it and its pure-Python imports (torch is the one already here). It is
+  never a memlab dependency.
+
+Every result file records the load average (``os.getloadavg``) before and after the run: on a shared machine a
+ratio taken under load is noisier, and says so.
 
 Regimes (MemoryFormer-base of MemoryFormer Table 1; the product-key defaults of Memory Layers at Scale):
 * "memoryformer": K tables × 2^τ rows × d, bags of K rows from real hash addresses of random tokens — small, hot tables
@@ -43,6 +56,7 @@ import memlab  # noqa: E402
 from memlab import HashMemory  # noqa: E402
 from memlab.lab.env import environment_report  # noqa: E402
 from memlab.lab.io import atomic_write_json  # noqa: E402
+from memlab.lab import roofline  # noqa: E402
 from memlab.reading.kernels import cpu as cpu_kernel  # noqa: E402
 from memlab.lab.timing import time_side_by_side  # noqa: E402
 
@@ -201,6 +215,10 @@ def bench_hash_vs_linear(quick: bool, log) -> list[dict]:
             "HashMemory (default)": lambda: torch.autograd.grad(hm(xg), [xg, hm.tables], g),
             "HashMemory, torch ops": lambda: torch.autograd.grad(
                 memlab.hash_read(xg, hm.tables, tau=8, backend="torch"), [xg, hm.tables], g),
+            "HashMemory, row-sparse grad": lambda: torch.autograd.grad(
+                memlab.hash_read(xg, hm.tables, tau=8, sparse=True), [xg, hm.tables], g),
+            "HashMemory, row-sparse grad, torch ops": lambda: torch.autograd.grad(
+                memlab.hash_read(xg, hm.tables, tau=8, backend="torch", sparse=True), [xg, hm.tables], g),
         }, quick)
         row = {"tokens": n, "d": d, "tau": 8, "inference_s": times, "train_forward_s": train,
                "new_input_s": fresh, "new_input_pool": len(xs),
@@ -215,6 +233,106 @@ def bench_hash_vs_linear(quick: bool, log) -> list[dict]:
             + "  | forward+backward: " + "  ".join(f"{k} x{r:.2f}" for k, r in row["fwd_bwd_ratio_linear_over"].items()
                                                  if k != "nn.Linear"))
     return results
+
+
+PEER_REQUIREMENTS = ["product-key-memory==0.3.0", "colt5-attention", "einops", "local-attention", "hyper-connections"]
+
+
+def load_peer(peer: Path | None, install: Path | None, log):
+    """The PyPI ``product-key-memory`` package's ``PKM`` class, or None. ``install``: pip-install it (no
+    dependencies: torch is the one already here) into that directory first; ``peer``: import it from there."""
+    where = install or peer
+    if where is None:
+        return None
+    if install is not None:
+        import subprocess
+
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--target",
+                        str(install), "--no-deps", *PEER_REQUIREMENTS], check=True)
+    sys.path.insert(0, str(Path(where).resolve()))
+    try:
+        from product_key_memory import PKM
+    except ImportError as error:
+        log(f"peer: product-key-memory could not be imported from {where} ({error}); try --install-peer {where}")
+        return None
+    import importlib.metadata
+
+    try:
+        version = importlib.metadata.version("product-key-memory")
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown"
+    log(f"peer: product-key-memory {version} (imported from the --peer/--install-peer directory)")
+    return PKM
+
+
+def bench_product_keys(quick: bool, peak: float, log, peer_class=None) -> dict:
+    """ProductKeyMemory and MemoryPlus at 1 token against nn.Linear, with each layer's bytes per token; then
+    ProductKeyMemory forward+backward against the PyPI peer at 2048 tokens (when given).
+
+    Regime: "same input each call", each candidate repeated for ≥ 20 ms per round, so a layer whose weights fit the
+    last-level cache (Linear's 4 MB, PKM's 12.5 MB) reads them from there after its first call; the bytes multiple
+    divides by the measured DRAM copy bandwidth, so a cache-resident layer can come out below 1×. Notebook 09
+    measures the DRAM regime (stacks of layers larger than the cache)."""
+    d, n_keys, heads, topk = (256, 64, 4, 8) if quick else (1024, 512, 4, 32)
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(d, d, bias=False)
+    pkm = memlab.ProductKeyMemory(d, n_keys=n_keys, heads=heads, topk=topk)
+    mplus = memlab.MemoryPlus(d, n_keys=n_keys, heads=heads, topk=topk)
+    layers = {"nn.Linear": lin, "ProductKeyMemory": pkm, "MemoryPlus": mplus}
+    x = torch.randn(1, d)
+    with torch.inference_mode():
+        t1 = timed({k: (lambda m=m: m(x)) for k, m in layers.items()}, quick) if quick else time_side_by_side(
+            {k: (lambda m=m: m(x)) for k, m in layers.items()}, rounds=9, min_time_per_round=0.02)
+    one_token = []
+    for name, m in layers.items():
+        parts = roofline.step_bytes(m, 1)
+        nbytes = sum(parts.values())
+        row = {"layer": name, "time_s": t1[name], "ratio_to_linear": t1[name] / t1["nn.Linear"], "bytes": nbytes,
+               "bytes_parts": parts, "bytes_ratio_to_linear": nbytes / sum(roofline.step_bytes(lin, 1).values()),
+               "bytes_time_s": nbytes / (peak * 1e9), "multiple_of_bytes_time": t1[name] / (nbytes / (peak * 1e9))}
+        one_token.append(row)
+        log(f"1 token  {name:17s} {t1[name] * 1e6:8.1f} us  x{row['ratio_to_linear']:.2f} of Linear  bytes "
+            f"{nbytes / 1e6:6.2f} MB (x{row['bytes_ratio_to_linear']:.2f} of Linear's)  = "
+            f"{row['multiple_of_bytes_time']:.2f} x the time its bytes take at {peak:.1f} GB/s  ("
+            + ", ".join(f"{k} {v / 1e6:.2f} MB" for k, v in parts.items()) + ")")
+    result = {"config": {"d": d, "n_keys": n_keys, "heads": heads, "topk": topk}, "one_token": one_token}
+    del pkm, mplus
+    if peer_class is None:
+        log("peer: not run (pass --peer DIR or --install-peer DIR to compare with the PyPI product-key-memory)")
+        return result
+    n = 64 if quick else 2048
+    k_dim = d // 2
+    torch.manual_seed(0)
+    values = memlab.SharedValues(n_keys**2, d)
+    ours = memlab.ProductKeyMemory(d, n_keys=n_keys, heads=heads, topk=topk, k_dim=k_dim, query_norm="layer",
+                                   values=values)
+    peer = peer_class(d, heads=heads, num_keys=n_keys, topk=topk, dim_head=k_dim // 2)
+    xs = torch.randn(1, n, d, requires_grad=True)
+    gy = torch.randn(1, n, d)
+
+    def step(module, sparse=None):
+        def call():
+            if sparse is not None:
+                values.sparse_grad = sparse
+            module(xs).backward(gy)
+            xs.grad = None
+            for p in module.parameters():
+                p.grad = None
+        return call
+
+    cands = {"memlab ProductKeyMemory (dense value grad)": step(ours, False),
+             "memlab ProductKeyMemory (row-sparse value grad)": step(ours, True),
+             "product-key-memory PKM (PyPI)": step(peer)}
+    times = time_side_by_side(cands, rounds=3 if quick else 5, min_time_per_round=1e-3, warmup=1)
+    base = times["product-key-memory PKM (PyPI)"]
+    result["peer"] = {"tokens": n, "k_dim": k_dim, "times_s": times,
+                      "speedup_over_peer": {k: base / t for k, t in times.items()},
+                      "notes": "same d, heads, n_keys, top-k, query width; memlab with query_norm='layer' (LayerNorm "
+                               "over each head's query), the peer with its default LayerNorm over each query half; "
+                               "both fp32 on the CPU, forward + backward of every parameter and the input"}
+    for k, t in times.items():
+        log(f"{n} tokens fwd+bwd  {k:48s} {t * 1e3:9.1f} ms  x{base / t:.2f} vs the PyPI peer")
+    return result
 
 
 def bench_arguments(description: str, quick_help: str, out_help: str) -> argparse.ArgumentParser:
@@ -251,20 +369,30 @@ def result_header(name: str, quick: bool) -> dict:
 
 
 def main(argv=None) -> int:
-    args = parse_bench_arguments(bench_arguments(__doc__.split("\n")[0], "small sizes, a few seconds (for tests)",
-                                                 "directory for <device>.json"), argv)
+    ap = bench_arguments(__doc__.split("\n")[0], "small sizes, a few seconds (for tests)", "directory for <device>.json")
+    ap.add_argument("--peer", type=Path, default=None, help="import the PyPI product-key-memory from this directory")
+    ap.add_argument("--install-peer", type=Path, default=None,
+                    help="pip install --target DIR --no-deps the PyPI product-key-memory (and its pure-Python "
+                         "imports) first, then compare with it")
+    args = parse_bench_arguments(ap, argv)
+    load_before = os.getloadavg()
     log = Log()
     name = device_name()
     log(f"device: {name}  torch {torch.__version__}  threads {torch.get_num_threads()}  quick={args.quick}")
     peak = peak_bandwidth(args.quick)
     log(f"peak bandwidth (measured tensor copy, read+write): {peak:.1f} GB/s")
+    log(f"load average before: {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}")
     bags = bench_bags(args.quick, peak, log)
     hvl = bench_hash_vs_linear(args.quick, log)
+    pk = bench_product_keys(args.quick, peak, log, load_peer(args.peer, args.install_peer, log)) if not CUDA else None
+    load_after = os.getloadavg()
+    log(f"load average after: {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}")
     payload = {
         **result_header(name, args.quick),
         "peak_GBps": peak, "peak_method": "torch copy_ of a large fp32 tensor, 2 x bytes / time",
         "timing": "triton.testing.do_bench" if CUDA else "memlab.lab.timing.time_side_by_side (medians, interleaved)",
-        "bags": bags, "hash_vs_linear": hvl, "log": log.lines,
+        "load_average": {"before": list(load_before), "after": list(load_after)},
+        "bags": bags, "hash_vs_linear": hvl, "product_keys": pk, "log": log.lines,
     }
     path = args.out / f"{slug(name)}.json"
     atomic_write_json(path, payload)

@@ -30,5 +30,11 @@ def test_bench_quick_writes_json(tmp_path):
     assert {r["regime"] for r in data["bags"]} == {"memoryformer", "pkm"}
     assert {r["direction"] for r in data["bags"]} == {"fwd", "bwd"}
     assert data["hash_vs_linear"][0]["ratio_linear_over"]["nn.Linear"] == 1.0
+    assert "HashMemory, row-sparse grad" in data["hash_vs_linear"][0]["fwd_bwd_ratio_linear_over"]
+    assert len(data["load_average"]["before"]) == 3
+    one = {r["layer"]: r for r in data["product_keys"]["one_token"]}
+    assert set(one) == {"nn.Linear", "ProductKeyMemory", "MemoryPlus"} and one["nn.Linear"]["ratio_to_linear"] == 1.0
+    assert one["MemoryPlus"]["bytes"] > one["ProductKeyMemory"]["bytes"] > one["nn.Linear"]["bytes"]
+    assert "gate projections" in one["MemoryPlus"]["bytes_parts"]
     assert "GB/s" in proc.stdout
     assert not list(tmp_path.glob("*.tmp"))  # atomic write leaves no temp file

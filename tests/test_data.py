@@ -167,3 +167,15 @@ def test_fact_accuracy_plumbing_with_an_oracle():
     assert data.fact_accuracy(Oracle(answers), facts, "question") == 1.0
     wrong = {p: "nobody" for p in answers}
     assert data.fact_accuracy(Oracle(wrong), facts, "question") == 0.0
+
+
+def test_repo_root_is_the_checkout_this_package_lives_in():
+    """Notebooks write runs/ under repo_root(); after the package moved into memlab/lab/ it once pointed one folder too
+    high and returned None, so notebook runs landed in notebooks/runs/."""
+    from pathlib import Path
+
+    from memlab.lab import data as lab_data
+
+    root = lab_data.repo_root()
+    assert root == Path(__file__).resolve().parents[1]
+    assert (root / "memlab" / "lab" / "data.py").exists()

@@ -70,7 +70,8 @@ def test_run_writes_results_and_checkpoint_atomically(tmp_path, text_file):
     cfg = tiny_train(tmp_path, text_file, name="mf")
     results = train(ModelConfig.from_dict({**TINY, "model": "memoryformer"}), cfg, verbose=False)
     run_dir = tmp_path / "runs" / "mf"
-    assert {p.name for p in run_dir.iterdir()} == {"checkpoint.pt", "results.json", "history.csv", "evals.csv"}
+    assert {p.name for p in run_dir.iterdir()} == {"checkpoint.pt", "results.json", "history.csv", "evals.csv",
+                                                  "usage_snapshots.npz"}  # memlab.lab.snapshots
     loaded = load_run(run_dir)
     assert loaded["val_ppl"] == pytest.approx(math.exp(loaded["val_loss"]))
     assert loaded["params_total"] == results["params_total"] and len(loaded["history"]) == 8

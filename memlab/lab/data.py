@@ -39,7 +39,7 @@ _SKIP_DIRS = {"site-packages", "dist-packages", "test", "tests", "idle_test", "_
 # ---------------------------------------------------------------------------------------------------------- paths
 def repo_root() -> Path | None:
     """The memlab checkout this package lives in (None for a non-editable install)."""
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]  # memlab/lab/data.py -> the checkout
     return root if (root / "pyproject.toml").exists() and (root / "data").is_dir() else None
 
 

@@ -1,4 +1,4 @@
-"""Row-sparse value training: a gradient holding only the rows read, and an Adam step that touches only those rows.
+"""Row-sparse training of memory tables: a gradient holding only the rows read, and an Adam step that touches only them.
 
 A product-key memory reads H·k of its N = n² value rows per token (Memory Layers at Scale: 4 heads · top-32 of ~1M rows). With a
 dense gradient every step still zero-fills and writes an N × d gradient, and dense AdamW then reads and writes the whole
@@ -6,11 +6,16 @@ table and both moments — about 4·N·d·e bytes written per step, however few 
 
 * ``SharedValues(..., sparse_grad=True)`` makes the layers read with ``embedding_bag(..., sparse=True)``: ``weight.grad``
   is a sparse COO tensor with one row per read (uncoalesced; several layers reading one pool concatenate their rows);
+* ``HashMemory(..., sparse_grad=True)`` (and ``MemoryBlock(..., sparse_grad=True)``) does the same for MemoryFormer's
+  tables through ``hash_read(..., sparse=True)``: a step at 16 tokens writes ≤ 2 048 of the 32 768 rows at d = 1024,
+  τ = 8 (the C backend writes each distinct row once, sorted) instead of a dense 128 MB gradient;
 * ``RowSparseAdam`` gathers the touched rows of the parameter and both moments, applies torch's own AdamW update to
   them, and writes them back — untouched rows are not read, not written, and stay bit-identical;
 * ``clip_sparse_grad_norm_`` clips gradients by their global L2 norm when some are sparse (torch's
   ``clip_grad_norm_`` raises NotImplementedError on a sparse gradient); the paper clips the values on their own;
-* ``split_sparse_parameters`` separates a model's row-sparse parameters from the rest.
+* ``split_sparse_parameters`` separates a model's row-sparse parameters from the rest;
+* ``memlab.lab.train`` wires it in: ``--set table_optimizer=lazy`` gives the MemoryFormer tables row-sparse gradients
+  and this optimizer (their own parameter group; every other group keeps AdamW's exact update).
 
 ::
 
@@ -31,10 +36,27 @@ import torch
 from torch import nn
 from torch.optim.adamw import adamw as adamw_functional
 
+from ..layers.hash_memory import HashMemory
+from ..reading.kernels import cpu as cpu_kernel
 from ..layers.shared_values import SharedValues
 
 #: Devices where torch has the fused AdamW kernel (CPU since torch 2.4); RowSparseAdam(fused=None) uses it there.
 FUSED_DEVICES = ("cpu", "cuda")
+
+
+def coalesced(grad: torch.Tensor) -> torch.Tensor:
+    """``grad.coalesce()``, without its sort and copy when the row ids are already strictly increasing.
+
+    The C backend of ``hash_read`` writes each row once, sorted, and flags its gradient coalesced, but autograd's
+    gradient accumulation rebuilds the tensor without the flag; checking the order (one pass over U ids) is far
+    cheaper than ``coalesce()`` (a sort and a copy of the (U, d) values). Row-sparse (sparse_dim = 1) only."""
+    if grad.is_coalesced():
+        return grad
+    rows = grad._indices()[0]
+    if rows.numel() < 2 or bool((rows[1:] > rows[:-1]).all()):
+        return torch.sparse_coo_tensor(grad._indices(), grad._values(), grad.shape, is_coalesced=True,
+                                       check_invariants=False)
+    return grad.coalesce()
 
 
 def touched_rows(grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -45,7 +67,7 @@ def touched_rows(grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             f"nn.Embedding(sparse=True) give), got a sparse gradient of shape {tuple(grad.shape)} with "
             f"sparse_dim={grad.sparse_dim()}; densify it (p.grad = p.grad.to_dense()) or use torch.optim.SparseAdam"
         )
-    grad = grad.coalesce()
+    grad = coalesced(grad)
     return grad.indices()[0], grad.values()
 
 
@@ -76,11 +98,21 @@ class RowSparseAdam(torch.optim.Optimizer):
     ignored), it rejects dense gradients (a model then needs two optimizers), and it places ε as lr·√bc2/bc1·m/(√v+ε)
     instead of Adam's lr/bc1·m/(√v/√bc2+ε), so it differs from AdamW even on rows read every step. With
     ``weight_decay=0`` the two agree up to that ε placement (tested). Param groups take ``lr``, ``betas``, ``eps``,
-    ``weight_decay``, ``fused``; extra keys (e.g. ``name``, ``base_lr`` of memlab's train loop) are kept.
+    ``weight_decay``, ``fused``, ``lazy``, ``in_place``; extra keys (e.g. ``name``, ``base_lr`` of memlab's train loop) are kept.
+
+    ``lazy`` (per group, default True): False steps a row-sparse gradient as the dense gradient it stands for (zeros
+    in the rows not read), i.e. exact AdamW on every row: the cheap sparse backward with dense AdamW's maths.
+
+    When a sparse gradient touches every row (a large batch on a small table), its coalesced values are the dense
+    gradient: the step is done in place, without the gather and scatter (same numbers, bit for bit).
 
     ``fused``: torch's one-pass fused AdamW kernel on the gathered rows (None: on CPU and CUDA tensors, where torch has
     it): in kernels/results/sparse-*.json the fused AdamW step is ~9× faster than the unfused one; fused=False reproduces
     ``torch.optim.AdamW()``'s default implementation bit for bit, fused=True ``torch.optim.AdamW(fused=True)``'s.
+    ``in_place`` (per group, default False): on an fp32 CPU parameter with a row-sparse gradient, memlab's C kernel
+    (``kernels.cpu.lazy_adamw_``) updates the touched rows of the parameter and both moments in place, with no
+    gather/scatter copies (the same formula; equal to torch's kernels up to fp32 rounding, not bit for bit).
+    memlab's trainer sets it for the tables group (``table_optimizer="lazy"``).
     """
 
     def __init__(
@@ -91,6 +123,8 @@ class RowSparseAdam(torch.optim.Optimizer):
         eps: float = 1e-8,
         weight_decay: float = 0.0,
         fused: bool | None = None,
+        lazy: bool = True,
+        in_place: bool = False,
     ):
         if not lr >= 0.0:
             raise ValueError(f"lr must be >= 0, got {lr}")
@@ -100,7 +134,8 @@ class RowSparseAdam(torch.optim.Optimizer):
             raise ValueError(f"betas must lie in [0, 1), got {betas}")
         if not weight_decay >= 0.0:
             raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
-        defaults = {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay, "fused": fused}
+        defaults = {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay, "fused": fused, "lazy": lazy,
+                    "in_place": in_place}
         super().__init__(params, defaults)
         for group in self.param_groups:
             for p in group["params"]:
@@ -118,6 +153,7 @@ class RowSparseAdam(torch.optim.Optimizer):
                 loss = closure()
         for group in self.param_groups:
             fused = group["fused"]
+            in_place = group.get("in_place", False)  # fp32 CPU row-sparse gradients: memlab's C kernel, in place
             if fused is None:
                 fused = all(p.device.type in FUSED_DEVICES for p in group["params"])
             params, grads, exp_avgs, exp_avg_sqs, steps = [], [], [], [], []
@@ -132,11 +168,23 @@ class RowSparseAdam(torch.optim.Optimizer):
                     state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                     state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 tensors, grad = (p, state["exp_avg"], state["exp_avg_sq"]), p.grad
-                if grad.is_sparse:
+                if grad.is_sparse and not group.get("lazy", True):
+                    grad = grad.to_dense()  # exact AdamW: rows not read get a zero gradient and are stepped too
+                elif grad.is_sparse:
                     rows, grad = touched_rows(grad)
-                    gathered = tuple(t.index_select(0, rows) for t in tensors)
-                    scatter += [(t, rows, g) for t, g in zip(tensors, gathered)]
-                    tensors = gathered
+                    if (in_place and p.dtype == torch.float32 and p.is_cpu and p.is_contiguous()
+                            and cpu_kernel.available()):
+                        state["step"] += 1
+                        cpu_kernel.lazy_adamw_(p, state["exp_avg"], state["exp_avg_sq"], rows, grad,
+                                               int(state["step"]), group["lr"], group["betas"], group["eps"],
+                                               group["weight_decay"])
+                        continue
+                    if rows.numel() == p.shape[0]:  # every row read: the coalesced values are the dense gradient
+                        grad = grad.reshape(p.shape)
+                    else:
+                        gathered = tuple(t.index_select(0, rows) for t in tensors)
+                        scatter += [(t, rows, g) for t, g in zip(tensors, gathered)]
+                        tensors = gathered
                 for out, t in zip((params, exp_avgs, exp_avg_sqs), tensors):
                     out.append(t)
                 grads.append(grad)
@@ -167,7 +215,7 @@ def clip_sparse_grad_norm_(parameters: torch.Tensor | Iterable[torch.Tensor], ma
         if p.grad is None:
             continue
         if p.grad.is_sparse:
-            p.grad = p.grad.coalesce()
+            p.grad = coalesced(p.grad)
         grads.append(p.grad.values() if p.grad.is_sparse else p.grad)
     if not grads:
         return torch.tensor(0.0)
@@ -180,7 +228,9 @@ def clip_sparse_grad_norm_(parameters: torch.Tensor | Iterable[torch.Tensor], ma
 
 def split_sparse_parameters(module: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
     """(dense, row-sparse) parameters of ``module``: row-sparse = the weight of each ``SharedValues(sparse_grad=True)``
-    inside it (once, however many layers share it); every other parameter is dense. For optimizer groups."""
+    inside it (once, however many layers share it) and the tables of each ``HashMemory(sparse_grad=True)``; every other
+    parameter is dense. For optimizer groups."""
     sparse = {id(m.weight): m.weight for m in module.modules() if isinstance(m, SharedValues) and m.sparse_grad}
+    sparse.update({id(m.tables): m.tables for m in module.modules() if isinstance(m, HashMemory) and m.sparse_grad})
     dense = [p for p in module.parameters() if id(p) not in sparse]
     return dense, list(sparse.values())

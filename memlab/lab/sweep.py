@@ -5,6 +5,7 @@ A sweep is a ``Study`` (studies.py: base model + train config, a grid or named p
 resolved config (model + train, seed included; not name, out_dir, log_every, ckpt_every, stop_after):
 
     runs/sweeps/<study>/<key>.json          one finished (point, seed): configs, status ok/failed, error, metrics
+    runs/sweeps/<study>/<key>.usage.npz     its usage snapshots (memlab.lab.snapshots), read by memlab.lab.explorer
     runs/sweeps/<study>/work/<key>/         a point in progress: its checkpoint (deleted once the result is written)
     runs/sweeps/<study>/manifest.json       the (point, seed) keys of the latest invocation: what ``load`` reads
     runs/sweeps/<study>/results.csv         ``load(study)`` as CSV, rewritten after every invocation
@@ -50,7 +51,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from .._checks import check_known_keys, did_you_mean
-from .io import atomic_write_json, atomic_write_text
+from .io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from .snapshots import SNAPSHOT_FILE
 from .models import ModelConfig
 from .studies import STUDIES, Study, get_study, study_names
 from .train import TrainConfig, parse_sets, split_overrides
@@ -60,6 +62,16 @@ FORMAT = 1
 DEFAULT_OUT = "runs/sweeps"
 #: Train-config keys that do not change a run's results: left out of the key.
 NOT_IN_KEY = ("name", "out_dir", "log_every", "ckpt_every", "stop_after")
+#: Config fields added after results were first cached, left out of the key while they hold their default (the value
+#: that reproduces the runs made before the field existed), so that adding a field leaves every cached result valid.
+#: Add a new field here when its default keeps old runs bit-identical; leave it out when it changes them.
+KEY_ONLY_IF_SET = {
+    "model": {"mf_hash_input": "identity"},
+    "train": {"task": "lm", "knowledge_entities": 1000, "knowledge_attributes": 4, "knowledge_values": 256,
+              "knowledge_heldout": 64, "table_optimizer": "adamw"},
+}
+#: Scalar results whose name starts with one of these become DataFrame columns too (the knowledge probe's ``kb_*``).
+RESULT_PREFIXES = ("kb_",)
 #: Metrics ``load`` takes from each run's results (NaN where a run has none, e.g. fact recall without facts).
 RESULT_COLUMNS = ("model", "params_total", "params_active", "flops_per_token", "memory_mb", "tokens_per_s",
                   "val_loss", "val_ppl", "train_loss", "fact_recall", "fact_qa_heldout", "fact_chance", "steps",
@@ -90,7 +102,11 @@ class Task:
 
 def config_key(model: dict, train: dict) -> str:
     """16 hex digits of SHA-256 over the full configs (minus ``NOT_IN_KEY``): equal configs ⇔ equal keys."""
-    payload = {"format": FORMAT, "model": model, "train": {k: v for k, v in train.items() if k not in NOT_IN_KEY}}
+    def keyed(config: dict, defaults: dict, skip=()) -> dict:
+        return {k: v for k, v in config.items() if k not in skip and not (k in defaults and v == defaults[k])}
+
+    payload = {"format": FORMAT, "model": keyed(model, KEY_ONLY_IF_SET["model"]),
+               "train": keyed(train, KEY_ONLY_IF_SET["train"], NOT_IN_KEY)}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -115,14 +131,13 @@ def plan(study: str | Study, seeds: int | None = None, steps: int | None = None,
     """Every (point, seed) of ``study`` resolved, in run order (points outer, seeds inner).
 
     Precedence: the study's base configs < ``overrides`` (``--set``) and ``steps`` < the point's own values. Seeds
-    are base seed, base seed + 1, …; ``seeds`` defaults to the study's. Unknown study or key → ValueError naming the
-    closest match.
+    are base seed, base seed + 1, …; ``seeds`` defaults to the study's (per point: ``Study.seeds_of``). Unknown study
+    or key → ValueError naming the closest match.
     """
     study = get_study(study)
     if study.missing():
         raise ValueError(f"study {study.name!r} cannot run here: {study.missing()}")
-    seeds = study.seeds if seeds is None else seeds
-    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+    if seeds is not None and (isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1):
         raise ValueError(f"seeds must be a positive integer, got {seeds!r}")
     set_model, set_train = split_overrides(dict(overrides or {}))
     if steps is not None:
@@ -134,7 +149,7 @@ def plan(study: str | Study, seeds: int | None = None, steps: int | None = None,
         model, model_error = _full_config(ModelConfig, {**study.model, **set_model, **point_model}, "model")
         base_train = {**study.train, **set_train, **point_train}
         first_seed = int(base_train.get("seed", 0))
-        for i in range(seeds):
+        for i in range(study.seeds_of(label) if seeds is None else seeds):
             train, train_error = _full_config(TrainConfig, {**base_train, "seed": first_seed + i, "stop_after": None},
                                               "train")
             key = config_key(model, train)
@@ -206,6 +221,8 @@ _CORPORA: dict = {}  # (corpus, text) → Corpus, loaded once per process
 def _corpus(train: dict):
     from . import data as data_lib
 
+    if train.get("task") == "knowledge":  # trains on fact lines only: no corpus to load
+        return None
     key = (train["corpus"], train["text"])
     if key not in _CORPORA:
         _CORPORA[key] = data_lib.load_corpus(train["corpus"], train["text"])
@@ -258,6 +275,9 @@ def run_task(task: Task, on_step=None) -> dict:
             record["error"] = f"{type(e).__name__}: {e}"
             record["traceback"] = traceback.format_exc()
     record["wall_seconds"] = time.perf_counter() - start
+    snapshots = work / SNAPSHOT_FILE  # usage snapshots outlive the work folder, as <key>.usage.npz (the explorer)
+    if snapshots.exists():
+        atomic_write_bytes(Path(task.train["out_dir"]).parent / f"{task.key}.usage.npz", snapshots.read_bytes())
     atomic_write_json(Path(task.train["out_dir"]).parent / f"{task.key}.json", record)
     shutil.rmtree(work, ignore_errors=True)  # after the result: a kill in between leaves a result and a stale folder
     return record
@@ -322,17 +342,26 @@ class _Progress:
 
 def run_sweep(study: str | Study, seeds: int | None = None, steps: int | None = None, overrides: dict | None = None,
               jobs: int = 1, shard: str | tuple[int, int] | None = None, out: str | os.PathLike = DEFAULT_OUT,
-              retry_failed: bool = False, progress: bool = True):
+              retry_failed: bool = False, progress: bool = True, points: list[str] | None = None):
     """Run every (point, seed) of ``study`` not already on disk; returns ``load``'s DataFrame of this slice.
 
     ``df.attrs["counts"]`` says how many points were cached, trained and failed. Arguments as ``plan``; ``jobs``
-    processes; ``shard`` "i/n" runs one slice; ``retry_failed`` recomputes points recorded as failed.
+    processes; ``shard`` "i/n" runs one slice; ``retry_failed`` recomputes points recorded as failed; ``points``
+    (labels) runs only those points (a pilot: the others stay "pending" in the manifest).
     """
     study = get_study(study)
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"jobs must be a positive integer, got {jobs!r}")
     tasks = plan(study, seeds, steps, overrides, out)
+    if points:  # checked before anything is written
+        labels = [label for label, _ in study.point_list()]
+        unknown = [p for p in points if p not in labels]
+        if unknown:
+            raise ValueError(f"study {study.name!r} has no point {unknown[0]!r}{did_you_mean(unknown[0], labels)}; "
+                             f"points: {', '.join(labels)}")
     write_manifest(study, tasks, out)
+    if points:
+        tasks = [t for t in tasks if t.label in points]
     if shard is not None:
         tasks = shard_tasks(tasks, *parse_shard(shard if isinstance(shard, str) else "/".join(map(str, shard))))
     counts = {"cached": 0, "trained": 0, "failed": 0}
@@ -430,6 +459,8 @@ def record_row(record: dict | None, swept: list[str], task_info: dict | None = N
     row.update({k: _hashable(config.get(k)) for k in swept if k not in ("seed",)})
     results = record.get("results") or {}
     row.update({k: results.get(k, math.nan) for k in RESULT_COLUMNS if k not in row})
+    row.update({k: v for k, v in results.items()
+                if k.startswith(RESULT_PREFIXES) and isinstance(v, (int, float)) and k not in row})
     if "model" not in swept:
         row["model"] = record["model_config"]["model"]
     row.update(_usage_means(results))
@@ -559,6 +590,22 @@ def export_csv(df, path: str | os.PathLike) -> Path:
     return atomic_write_text(path, df.to_csv(index=False))
 
 
+def export_details(study: str, out: str | os.PathLike, path: str | os.PathLike) -> Path | None:
+    """Write the ``details`` of every finished run that has them (the knowledge probe's per-attribute scores and
+    memory rows) as one JSON, {key: {point, seed, model, scalar results…, details}}; None when no run has any."""
+    folder = study_dir(study, out)
+    found = {}
+    for entry in json.loads((folder / "manifest.json").read_text())["tasks"]:
+        record = read_result(folder / f"{entry['key']}.json", entry["key"])
+        results = (record or {}).get("results") or {}
+        if record is None or record["status"] != "ok" or "details" not in results:
+            continue
+        scalars = {k: v for k, v in results.items() if isinstance(v, (int, float, str, bool)) and k != "name"}
+        found[entry["key"]] = {"point": entry["point"], "seed": entry["seed"], **scalars,
+                               "model": record["model_config"]["model"], "details": results["details"]}
+    return atomic_write_json(path, found) if found else None
+
+
 def summary_table(summary, metrics: list[str]) -> str:
     """``summarize``'s frame as text: "mean ± ci" per metric."""
     from .tables import format_table
@@ -571,7 +618,9 @@ def summary_table(summary, metrics: list[str]) -> str:
         return f"{mean:{digits}}" + ("" if isinstance(ci, float) and math.isnan(ci) else f" ± {ci:{digits}}")
 
     keys = [c for c in summary.columns if c == "n" or not any(c.startswith(f"{m}_") for m in metrics)]
-    rows = [{**{k: str(r[k]) for k in keys}, **{m: cell(r, m) for m in metrics}} for _, r in summary.iterrows()]
+    # to_dict("records"), not iterrows: iterrows upcasts a row's ints to float when it holds floats ("n" → "3.0")
+    rows = [{**{k: str(r[k]) for k in keys}, **{m: cell(r, m) for m in metrics}}
+            for r in summary.to_dict("records")]
     return format_table(rows, keys + metrics, left_aligned=[k for k in keys if k != "n"])
 
 
@@ -589,6 +638,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a base model/train config key of the study (the points' own values win)")
     parser.add_argument("--retry-failed", action="store_true", help="recompute points recorded as failed")
+    parser.add_argument("--point", action="append", default=None, metavar="LABEL",
+                        help="run only this point of the study (repeatable), e.g. a pilot: --point 'dense, N=250'")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--export", default=None, metavar="DIR",
                         help="also write each study's results as DIR/<study>.csv (make ablations: data/ablations, "
@@ -600,7 +651,10 @@ def list_studies() -> str:
     for name, s in STUDIES.items():
         missing = s.missing()
         points = len(s.point_list())
-        lines.append(f"{name:18s} {points} points × {s.seeds} seeds, {s.train['steps']} steps  {s.title}"
+        runs = (f"{points} points × {s.seeds} seeds" if not s.seeds_at else
+                f"{points} points, {sum(s.seeds_of(label) for label, _ in s.point_list())} runs")
+        steps = s.train.get("steps", "per-point")
+        lines.append(f"{name:18s} {runs}, {steps} steps  {s.title}"
                      + (f"  [unavailable: {missing}]" if missing else ""))
     return "\n".join(lines)
 
@@ -613,7 +667,8 @@ def run(args) -> int:
         print("error: name a study with --study NAME (or --study all); --list shows them", file=sys.stderr)
         return 2
     try:
-        names = [n for item in args.study for n in (study_names(available_only=True) if item == "all" else [item])]
+        names = [n for item in args.study
+                 for n in (study_names(available_only=True, in_all=True) if item == "all" else [item])]
         studies = [get_study(n) for n in names]
         overrides = parse_sets(args.set)
         shard = parse_shard(args.shard) if args.shard else None
@@ -621,13 +676,15 @@ def run(args) -> int:
             start = time.perf_counter()
             df = run_sweep(study, seeds=args.seeds, steps=args.steps, overrides=overrides, jobs=args.jobs,
                            shard=shard, out=args.out, retry_failed=args.retry_failed,
-                           progress=not args.no_progress)
+                           progress=not args.no_progress, points=args.point)
             full = load(study.name, args.out)
             export_csv(full, study_dir(study.name, args.out) / "results.csv")
             if args.export:
                 export_csv(full, Path(args.export) / f"{study.name}.csv")
+                export_details(study.name, args.out, Path(args.export) / f"{study.name}.details.json")
             counts = df.attrs["counts"]
-            metrics = [m for m in ("val_ppl", "fact_recall", "tokens_per_s") if m in full.columns]
+            metrics = [m for m in ("val_ppl", "fact_recall", "kb_rank_acc", "kb_bits", "tokens_per_s")
+                       if m in full.columns and full[m].notna().any()]
             print(f"\n{study.name}: {study.title}")
             if (full["status"] == "ok").any():
                 print(summary_table(summarize(full, metrics=metrics), metrics))

@@ -5,7 +5,8 @@
     ``values_lr`` (1e-3, the released code) with their own clipping (paper §3).
 
 Every run lives in ``runs/<name>/``: ``checkpoint.pt`` (written atomically: temporary file, then ``os.replace``),
-``results.json`` (configs, sizes, FLOPs, final metrics, the whole history), ``history.csv`` and ``evals.csv``.
+``results.json`` (configs, sizes, FLOPs, final metrics, the whole history), ``history.csv``, ``evals.csv`` and, for
+models with memory layers, ``usage_snapshots.npz`` (row hits per table or head at step 0 and every stats step).
 ``--resume`` continues from the checkpoint — model, optimiser, data-sampler RNG and history — so on CPU a run that was
 killed and resumed reproduces the uninterrupted run's losses exactly.
 
@@ -28,16 +29,23 @@ import os
 import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
 
 from . import data as data_lib
+from . import knowledge as knowledge_lib
 from .._checks import check_known_keys, check_positive_int, did_you_mean
-from .io import atomic_torch_save, atomic_write_text
+from .io import atomic_write_text
+from .snapshots import record_snapshot
 from .models import GPT, MODEL_TYPES, ModelConfig, usage_statistics
+from .row_sparse import RowSparseAdam, clip_sparse_grad_norm_
+from ..layers.hash_memory import HashMemory
 from .tables import csv_text
+from .distributed import is_main_process
+from .sharded_checkpoint import read_checkpoint
+from .values_parallel import SingleProcess, parallel_for
 
 
 # ---------------------------------------------------------------------------------------------------------- config
@@ -61,6 +69,8 @@ class TrainConfig:
     table_lr_mult: float = 3.0       # MemoryFormer tables: 3 × the base LR (paper, Table 4)
     values_lr: float = 1e-3          # product-key values: their own LR (released code)
     memory_weight_decay: float = 0.0  # tables/values: most rows are not read in a step, so no decay by default
+    table_optimizer: str = "adamw"   # MemoryFormer tables: "adamw" (dense gradient, the paper) or "lazy" (row-sparse
+                                     #   gradient + memlab.RowSparseAdam: lazy AdamW, only rows read are stepped)
     fact_entities: int = 200         # synthetic facts mixed into training (0: none)
     fact_fraction: float = 0.25      # share of each batch's rows drawn from the fact stream
     seed: int = 0
@@ -72,6 +82,12 @@ class TrainConfig:
     log_every: int = 10
     max_seconds: float | None = None  # stop early (and say so) when training exceeds this wall time
     stop_after: int | None = None    # stop after this step as if killed (tests --resume); the checkpoint is kept
+    values_parallel: int = 1         # shard product-key values by columns over this many processes (torchrun)
+    task: str = "lm"                 # "lm": the corpus (+ facts); "knowledge": fact lines only, scored in bits at the end
+    knowledge_entities: int = 1000   # task="knowledge" (memlab.lab.knowledge): N entities, A attributes, V values,
+    knowledge_attributes: int = 4    #   and held-out entities that are never trained (the chance control);
+    knowledge_values: int = 256      #   run length sets the exposures per fact: knowledge.steps_for_exposures
+    knowledge_heldout: int = 64
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
@@ -81,12 +97,29 @@ class TrainConfig:
         return config
 
     def validate(self) -> None:
-        for name in ("steps", "batch_size", "eval_every", "eval_batches", "log_every"):
+        for name in ("steps", "batch_size", "eval_every", "eval_batches", "log_every", "values_parallel"):
             check_positive_int(getattr(self, name), name)
         if not 0 <= self.fact_fraction < 1:
             raise ValueError(f"fact_fraction must lie in [0, 1), got {self.fact_fraction}")
         if self.lr <= 0 or self.values_lr <= 0:
             raise ValueError(f"learning rates must be > 0, got lr={self.lr}, values_lr={self.values_lr}")
+        if self.task not in TASKS:
+            raise ValueError(f"task={self.task!r} is not one of {TASKS}{did_you_mean(str(self.task), TASKS)}")
+        if self.table_optimizer not in TABLE_OPTIMIZERS:
+            raise ValueError(f"table_optimizer={self.table_optimizer!r} is not one of {TABLE_OPTIMIZERS}"
+                             f"{did_you_mean(str(self.table_optimizer), TABLE_OPTIMIZERS)}")
+
+
+TASKS = ("lm", "knowledge")
+TABLE_OPTIMIZERS = ("adamw", "lazy")
+
+
+def knowledge_stream(cfg: TrainConfig, model_config: ModelConfig) -> knowledge_lib.KnowledgeStream | None:
+    """The fact stream of ``task="knowledge"`` (None for "lm"): its knowledge base is made from the run's seed."""
+    if cfg.task != "knowledge":
+        return None
+    return knowledge_lib.build_stream(cfg.knowledge_entities, model_config.seq_len, cfg.knowledge_attributes,
+                                      cfg.knowledge_values, cfg.knowledge_heldout, seed=cfg.seed)
 
 
 def split_overrides(pairs: dict) -> tuple[dict, dict]:
@@ -123,8 +156,13 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
     return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def make_optimizer(model: GPT, cfg: TrainConfig) -> torch.optim.AdamW:
-    """AdamW with four groups: decayed weights, non-decayed (norms, 1-D), MemoryFormer tables, product-key values."""
+def make_optimizer(model: GPT, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW with four groups: decayed weights, non-decayed (norms, 1-D), MemoryFormer tables, product-key values.
+
+    ``table_optimizer="lazy"``: the optimizer is chosen per group. The tables group gets row-sparse gradients (every
+    ``HashMemory`` of the model is switched to ``sparse_grad=True`` here) and lazy AdamW (``memlab.RowSparseAdam``:
+    only the rows read in a step are updated, their moments too — not AdamW's maths, see its docstring); every other
+    group keeps torch.optim.AdamW's update bit for bit (``RowSparseAdam`` with ``fused=False`` on a dense gradient)."""
     mem = model.memory_parameters()
     special = {id(p) for ps in mem.values() for p in ps}
     decay, no_decay = [], []
@@ -142,18 +180,30 @@ def make_optimizer(model: GPT, cfg: TrainConfig) -> torch.optim.AdamW:
     groups = [g for g in groups if g["params"]]
     for g in groups:
         g["lr"] = g["base_lr"]
+    lazy = cfg.table_optimizer == "lazy"
+    for m in model.modules():
+        if isinstance(m, HashMemory):
+            m.sparse_grad = lazy
+    if lazy:
+        for g in groups:
+            g["fused"] = None if g["name"] == "tables" else False  # fused=False: AdamW's default update, to the bit
+            g["in_place"] = g["name"] == "tables"  # the touched rows stepped in place by memlab's C kernel
+        return RowSparseAdam(groups, betas=(cfg.beta1, cfg.beta2))
     return torch.optim.AdamW(groups, betas=(cfg.beta1, cfg.beta2))
 
 
-def clip_gradients(optimizer: torch.optim.Optimizer, max_norm: float) -> dict[str, float]:
-    """Clip the product-key values on their own (paper) and everything else together; returns the norms."""
+def clip_gradients(optimizer: torch.optim.Optimizer, max_norm: float,
+                   clip_values=torch.nn.utils.clip_grad_norm_) -> dict[str, float]:
+    """Clip the product-key values on their own (paper) and everything else together; returns the norms.
+    ``clip_values`` clips the values (a values-parallel run passes one whose norm spans every rank's columns)."""
     norms = {}
     values = [p for g in optimizer.param_groups if g["name"] == "values" for p in g["params"] if p.grad is not None]
     rest = [p for g in optimizer.param_groups if g["name"] != "values" for p in g["params"] if p.grad is not None]
     if max_norm and max_norm > 0:
-        norms["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(rest, max_norm))
+        sparse = any(p.grad.is_sparse for p in rest)  # row-sparse tables (table_optimizer="lazy")
+        norms["grad_norm"] = float((clip_sparse_grad_norm_ if sparse else torch.nn.utils.clip_grad_norm_)(rest, max_norm))
         if values:
-            norms["values_grad_norm"] = float(torch.nn.utils.clip_grad_norm_(values, max_norm))
+            norms["values_grad_norm"] = float(clip_values(values, max_norm))
     return norms
 
 
@@ -176,12 +226,14 @@ class Run:
     model: GPT
     optimizer: torch.optim.AdamW
     generator: torch.Generator        # draws the training batches; checkpointed, so a resumed run draws the same ones
-    corpus: data_lib.Corpus
+    corpus: data_lib.Corpus | None   # None for task="knowledge"
     facts: data_lib.FactSet | None
     fact_stream: torch.Tensor | None  # the facts as training bytes (None: no facts mixed in)
     val_batches: list                 # fixed (inputs, targets) pairs: every evaluation sees the same bytes
     device: torch.device
     state: dict = field(default_factory=fresh_state)
+    parallel: SingleProcess = field(default_factory=SingleProcess)  # values parallel: memlab.lab.values_parallel
+    knowledge: knowledge_lib.KnowledgeStream | None = None  # task="knowledge": the fact stream and its probe
 
     @property
     def run_dir(self) -> Path:
@@ -209,19 +261,25 @@ def build_run(model_config: ModelConfig | dict, cfg: TrainConfig | dict | None =
     if resume and not checkpoint_path.exists():  # before loading the corpus: fail fast
         raise FileNotFoundError(f"--resume: no checkpoint at {checkpoint_path}; start the run without --resume")
     device = resolve_device(cfg.device)
+    parallel = parallel_for(cfg.values_parallel, device)  # one process, or this rank of a values-parallel run
 
-    corpus = corpus or data_lib.load_corpus(cfg.corpus, cfg.text, verbose=verbose)
+    knowledge = knowledge_stream(cfg, model_config)
+    if knowledge is not None:  # fact lines only: no corpus is read and no other facts are mixed in
+        cfg = replace(cfg, fact_entities=0)
+    else:
+        corpus = corpus or data_lib.load_corpus(cfg.corpus, cfg.text, verbose=verbose)
     facts = data_lib.FactSet(cfg.fact_entities, seed=cfg.seed) if cfg.fact_entities else None
     fact_stream = data_lib.byte_tensor(facts.text(seed=cfg.seed)) if facts else None
     if fact_stream is not None and fact_stream.numel() <= model_config.seq_len + 1:
         raise ValueError(f"fact_entities={cfg.fact_entities} is too few for seq_len={model_config.seq_len}; "
                          "raise fact_entities, or set it to 0 to train without facts")
-    val_batches = data_lib.eval_batches(corpus.val, cfg.eval_batches, cfg.batch_size, model_config.seq_len)
+    val_batches = (knowledge.eval_batches(cfg.eval_batches, cfg.batch_size) if knowledge is not None else
+                   data_lib.eval_batches(corpus.val, cfg.eval_batches, cfg.batch_size, model_config.seq_len))
 
     torch.manual_seed(cfg.seed)  # the initial weights
-    model = GPT(model_config).to(device)
+    model = parallel.shard_(GPT(model_config).to(device))  # values parallel: keep this rank's value columns
     run = Run(model_config, cfg, model, make_optimizer(model, cfg), torch.Generator().manual_seed(cfg.seed),
-              corpus, facts, fact_stream, val_batches, device)
+              corpus, facts, fact_stream, val_batches, device, parallel=parallel, knowledge=knowledge)
     if resume:
         restore_checkpoint(run)
     return run
@@ -248,18 +306,24 @@ def train_step(run: Run) -> dict:
     factor = lr_factor(run.state["step"], cfg)
     for group in optimizer.param_groups:
         group["lr"] = group["base_lr"] * factor
-    x, y = sample_batch(run.corpus.train, run.fact_stream, cfg, run.model_config.seq_len, run.generator, run.device)
+    if run.knowledge is not None:  # the next rows of the fact stream: a function of the step (exact resume)
+        x, y = run.knowledge.batch(run.state["step"], cfg.batch_size, run.device)
+    else:
+        x, y = sample_batch(run.corpus.train, run.fact_stream, cfg, run.model_config.seq_len, run.generator,
+                            run.device)
+    x, y = run.parallel.local_rows(x, y)  # values parallel: this rank's rows of the global batch
     model.train()
     _, loss = model(x, y)
     total = loss + model.aux_loss().to(loss.device)  # MoE's load-balancing loss; 0 for the other models
     optimizer.zero_grad(set_to_none=True)
-    total.backward()
-    grad_norms = clip_gradients(optimizer, cfg.clip)
+    run.parallel.backward(total)  # values parallel: + the dense gradients summed over ranks
+    grad_norms = clip_gradients(optimizer, cfg.clip, run.parallel.clip_grad_norm_)
     optimizer.step()
     loss_value = loss.detach().item()
     if run.device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
+    loss_value, seconds = run.parallel.agree(loss_value, seconds)  # values parallel: global loss, slowest rank
 
     step = run.state["step"] + 1
     record = {"step": step, "loss": loss_value, "lr": cfg.lr * factor, "tokens": step * run.tokens_per_step,
@@ -290,26 +354,29 @@ def record_validation(run: Run) -> dict:
 
 
 def record_usage(run: Run) -> None:
-    """Append the usage statistics of every memory layer (on the first validation batch); dense models have none."""
+    """Append the usage statistics of every memory layer (on the first validation batch); dense models have none.
+    The per-row hit counts behind them go to ``usage_snapshots.npz`` in the run folder (``memlab.lab.snapshots``)."""
     layers = usage_statistics(run.model, run.val_batches[0][0].to(run.device))
     if layers:
         run.state["usage"].append({"step": run.state["step"], "layers": layers})
+    record_snapshot(run.model, run.val_batches[0][0].to(run.device), run.state["step"], run.run_dir,
+                    write=run.parallel.is_main)
 
 
 # ---------------------------------------------------------------------------------------------------------- checkpoints
 def save_checkpoint(run: Run) -> None:
     """Write everything a bit-exact resume needs — weights, optimiser, both RNGs, progress, configs — atomically."""
-    atomic_torch_save({
+    run.parallel.save_checkpoint({  # values parallel: each rank's value columns in their own file
         "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
         "generator": run.generator.get_state(), "torch_rng": torch.get_rng_state(), "state": run.state,
         "model_config": run.model_config.to_dict(), "train_config": asdict(run.train_config),
-    }, run.checkpoint_path)
+    }, run.checkpoint_path, run.optimizer)
 
 
 def restore_checkpoint(run: Run) -> None:
     """Load a freshly built run's weights, optimiser, RNGs and progress from its checkpoint (``--resume``)."""
-    ckpt = torch.load(run.checkpoint_path, map_location=run.device, weights_only=False)
-    if ckpt["model_config"] != run.model_config.to_dict():
+    ckpt = run.parallel.load_checkpoint(run.checkpoint_path, run.device, run.optimizer)  # any world size → ours
+    if ModelConfig.from_dict(ckpt["model_config"]).to_dict() != run.model_config.to_dict():  # fields added later: defaults
         raise ValueError(f"--resume: the checkpoint in {run.run_dir} was trained with a different model config; "
                          "resume with the same --model and --set values, or start a run under a new --name")
     run.model.load_state_dict(ckpt["model"])
@@ -326,7 +393,7 @@ def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> tuple[GPT, 
         path = path / "checkpoint.pt"
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {path}; train first (python -m memlab train --name …)")
-    ckpt = torch.load(path, map_location=device, weights_only=False)
+    ckpt = read_checkpoint(path, device)  # a values-parallel run's shards are joined back into whole tables
     model = GPT(ModelConfig.from_dict(ckpt["model_config"]))
     model.load_state_dict(ckpt["model"])
     return model.to(device), ckpt
@@ -352,6 +419,8 @@ def train(model_config: ModelConfig | dict, cfg: TrainConfig | dict | None = Non
     say(f"{cfg.name}: {run.model_config.model}  params {report['params_total']:,} (active {report['params_active']:,})  "
         f"memory {report['memory_mb']:.1f} MB  FLOPs/token {report['flops_per_token']:,}  on {run.device}")
 
+    if cfg.stats_every and run.state["step"] == 0:  # the memories at initialisation, for the explorer's contrast
+        record_snapshot(run.model, run.val_batches[0][0].to(run.device), 0, run.run_dir, write=run.parallel.is_main)
     while run.state["step"] < cfg.steps:
         record = train_step(run)
         if on_step is not None:
@@ -408,15 +477,21 @@ def finish_run(run: Run, stopped_early: bool = False, say=print) -> dict:
         results["fact_recall"] = data_lib.fact_accuracy(run.model, facts, "statement")
         results["fact_qa_heldout"] = data_lib.fact_accuracy(run.model, facts, "question")
         results["fact_chance"] = facts.chance
+    if run.knowledge is not None:  # the capacity probe and its controls: kb_* metrics and their details
+        results.update(run.knowledge.score(run.model, state["step"], cfg.batch_size))
     results.update({"model_config": run.model_config.to_dict(), "train_config": asdict(cfg),
                     "history": state["history"], "evals": state["evals"], "usage": state["usage"],
                     "run_dir": str(run.run_dir), "device": str(run.device), "torch_threads": torch.get_num_threads()})
-    atomic_write_text(run.run_dir / "results.json", json.dumps(results, indent=1) + "\n")
-    atomic_write_text(run.run_dir / "history.csv", csv_text(state["history"]))
-    atomic_write_text(run.run_dir / "evals.csv", csv_text(state["evals"]))
+    if run.parallel.is_main:  # values parallel: every rank has the same results; rank 0 writes them
+        atomic_write_text(run.run_dir / "results.json", json.dumps(results, indent=1) + "\n")
+        atomic_write_text(run.run_dir / "history.csv", csv_text(state["history"]))
+        atomic_write_text(run.run_dir / "evals.csv", csv_text(state["evals"]))
     message = f"{cfg.name}: val ppl {results['val_ppl']:.2f}  tok/s {results['tokens_per_s']:,.0f}"
     if facts is not None:
         message += f"  fact recall {results['fact_recall']:.1%}  held-out QA {results['fact_qa_heldout']:.1%}"
+    if run.knowledge is not None:
+        message += (f"  facts: rank acc {results['kb_rank_acc']:.1%} (chance {results['kb_chance']:.1%}), "
+                    f"{results['kb_bits']:,.0f} of {results['kb_bits_max']:,.0f} bits")
     say(message + f"  → {run.run_dir}/results.json")
     return results
 
@@ -498,7 +573,7 @@ def config_from_args(args) -> tuple[ModelConfig, TrainConfig]:
 def run(args) -> int:
     try:
         model_config, cfg = config_from_args(args)
-        train(model_config, cfg, resume=args.resume, verbose=not args.quiet)
+        train(model_config, cfg, resume=args.resume, verbose=not args.quiet and is_main_process())
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -1,6 +1,7 @@
 """Layers: addressing followed by reading, as nn.Modules.
 
 hash_memory.py          MemoryFormer's Memory Layer (Ding et al. 2024, Figure 3 left)
+hash_input.py           what a Memory Layer hashes: x (the paper), a fixed random rotation of x, or x centred (memlab's)
 memory_block.py         MemoryFormer's Memory Block, the FFN replacement (Figure 3 right)
 product_key_memory.py   product-key memory (Lample et al. 2019; Memory Layers at Scale)
 shared_values.py        a value table shared by several product-key layers (Memory Layers at Scale, shared memory)

@@ -14,7 +14,8 @@ from torch import nn
 from .._checks import DEFAULT_MAX_MEMORY_BYTES, check_float_input, check_memory, check_positive_int
 from ..addressing.hashing import bucket_probability, l1_bucket_weight, sign_codes
 from ..reading.bag import embedding_bag
-from ..reading.hash_bag import BACKENDS, WEIGHTINGS, check_divisible_by_tau, hash_read
+from ..reading.hash_bag import BACKENDS, WEIGHTINGS, check_divisible_by_tau, hash_read, read_backend
+from .hash_input import HASH_INPUTS, HashInput
 
 
 class HashMemory(nn.Module):
@@ -28,9 +29,18 @@ class HashMemory(nn.Module):
         weighting: "paper" (default): rows weighted by p(z_k). "l1": the released code's ‖z_k‖₁ · p(z_k).
         bias: add a learned bias (the code does, initialised 0.001·randn; the paper's layer has none).
         init_std: tables start N(0, init_std²); 0.02 as in the released code.
-        backend: "auto" | "torch" | "c" | "triton", passed to ``memlab.hash_read`` (forward) and, with "c" read as
-            "torch", to ``memlab.embedding_bag`` (``read``).
+        backend: "auto" | "torch" | "c" | "triton", passed to ``memlab.hash_read`` (forward) and to
+            ``memlab.embedding_bag`` (``read``; with ``sparse_grad`` on fp32 CPU tables "auto" and "c" read with the
+            C bag, whose row-sparse gradient comes coalesced).
         max_memory_bytes: refuse to build tables larger than this (fp32 estimate); None disables the check.
+        hash_input: what is cut into chunks and hashed: "identity" (default, the paper: x itself), "rotate" (a fixed
+            random rotation R x) or "center" (x minus a running mean). memlab's own experiment, not the paper's:
+            see ``memlab.layers.hash_input`` and notebook 08.
+        sparse_grad: give ``tables`` a row-sparse gradient (a sparse COO tensor of the rows read, ``hash_read(...,
+            sparse=True)``) instead of a dense one: a step at N tokens writes ≤ N·K rows, not all K·2^τ. Step it with
+            ``memlab.RowSparseAdam`` (lazy AdamW, not AdamW's update; ``memlab.lab.row_sparse``); torch's Adam/AdamW
+            reject sparse gradients. C and torch backends (the Triton backend's gradient is dense). A plain
+            attribute: it can be switched on an existing layer.
     """
 
     def __init__(
@@ -44,6 +54,8 @@ class HashMemory(nn.Module):
         init_std: float = 0.02,
         backend: str = "auto",
         max_memory_bytes: float | None = DEFAULT_MAX_MEMORY_BYTES,
+        hash_input: str = "identity",
+        sparse_grad: bool = False,
     ):
         super().__init__()
         check_positive_int(in_features, "in_features")
@@ -56,6 +68,11 @@ class HashMemory(nn.Module):
             raise ValueError(f"backend={backend!r} is not one of {BACKENDS}")
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
+        if hash_input not in HASH_INPUTS:
+            raise ValueError(f"hash_input={hash_input!r} is not one of {HASH_INPUTS}")
+        if not isinstance(sparse_grad, bool):
+            raise TypeError(f"sparse_grad must be True or False, got {sparse_grad!r}")
+        self.sparse_grad = sparse_grad
         self.in_features, self.out_features, self.tau = in_features, out_features, tau
         self.num_tables = in_features // tau
         self.temperature, self.weighting, self.backend = float(temperature), weighting, backend
@@ -69,6 +86,8 @@ class HashMemory(nn.Module):
         self.register_buffer(
             "table_offsets", torch.arange(self.num_tables, dtype=torch.long) * 2**tau, persistent=False
         )
+        self.hash_input = hash_input  # "identity" builds nothing: the paper's layer, bit for bit
+        self.input_map = HashInput(in_features, hash_input) if hash_input != "identity" else None
 
     @property
     def K(self) -> int:
@@ -78,6 +97,8 @@ class HashMemory(nn.Module):
     def chunks(self, x: torch.Tensor) -> torch.Tensor:
         """Split x (..., d_in) into K chunks z_k: (..., K, τ). No projection before hashing (paper)."""
         check_float_input(x, self.in_features, type(self).__name__)
+        if self.input_map is not None:
+            x = self.input_map(x)
         return x.unflatten(-1, (self.num_tables, self.tau))
 
     def codes(self, x: torch.Tensor) -> torch.Tensor:
@@ -100,6 +121,8 @@ class HashMemory(nn.Module):
         Q, K and V projections hash once).
         """
         z = self.chunks(x)
+        if self.input_map is not None and self.training:
+            self.input_map.update_(x)
         return sign_codes(z) + self.table_offsets, self._chunk_weights(z)
 
     def read(self, indices: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -112,8 +135,9 @@ class HashMemory(nn.Module):
         crashing the process: torch's RuntimeError on the torch backend, memlab's ValueError on the Triton backend on
         CPU, a device-side assert on CUDA (see ``memlab.embedding_bag``'s ``check``).
         """
-        backend = "torch" if self.backend == "c" else self.backend
-        y = embedding_bag(self.tables, indices, weights.to(self.tables.dtype), backend=backend, check=False)
+        backend = read_backend(self.backend, self.tables, self.sparse_grad)  # C for row-sparse gradients on the CPU
+        y = embedding_bag(self.tables, indices, weights.to(self.tables.dtype), backend=backend, check=False,
+                          sparse=self.sparse_grad)
         return y if self.bias is None else y + self.bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -121,8 +145,13 @@ class HashMemory(nn.Module):
         Same numbers as ``self.read(*self.address(x))`` up to fp32 rounding."""
         check_float_input(x, self.in_features, "HashMemory")
         params = self._parameters  # plain dict look-ups: nn.Module.__getattr__ costs ~1 µs each at 1 token
+        if self.input_map is not None:
+            mapped = self.input_map(x)
+            if self.training:
+                self.input_map.update_(x)
+            x = mapped
         return hash_read(x, params["tables"], tau=self.tau, temperature=self.temperature, weighting=self.weighting,
-                         bias=params.get("bias"), backend=self.backend)
+                         bias=params.get("bias"), backend=self.backend, sparse=self.sparse_grad)
 
     def memory_bytes(self, dtype: torch.dtype = torch.float32) -> int:
         """Bytes of the hash tables stored in ``dtype`` (the bias is not counted, as in the paper's tables)."""
@@ -130,10 +159,12 @@ class HashMemory(nn.Module):
 
     def flops_per_token(self) -> int:
         """Multiply-adds per token, counted: K weighted rows of d_out summed, plus ~1 op per input element for p(z)."""
-        return self.num_tables * self.out_features + self.in_features
+        extra = 0 if self.input_map is None else self.input_map.flops_per_token()
+        return self.num_tables * self.out_features + self.in_features + extra
 
     def extra_repr(self) -> str:
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, tau={self.tau}, K={self.num_tables}, "
             f"temperature={self.temperature}, weighting={self.weighting!r}, bias={self.bias is not None}"
+            + (f", hash_input={self.hash_input!r}" if self.input_map is not None else "")
         )

@@ -1,6 +1,10 @@
 """Memory+ (Memory Layers at Scale §3, arXiv 2412.09764): a product-key memory with swilu gating and qk-norm.
 
     Memory+(x) = W2( PKM(x) ⊙ silu(W1 x) )
+
+Without a gradient on fp32 CPU tensors the query projection W_q and the gate projection W1, which both read x, run as
+one matrix product against [W_q; W1] (concatenated once and cached, keyed on both parameters' versions and storage),
+then the product-key lookup's fast path (``ProductKeyMemory``) and the C bag: the same numbers up to fp32 rounding.
 """
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._checks import check_float_input
 from .product_key_memory import ProductKeyMemory
 from .shared_values import SharedValues
 
@@ -54,7 +59,29 @@ class MemoryPlus(nn.Module):
         return self.out_proj(y * F.silu(self.gate_proj(x.to(self.gate_proj.weight.dtype))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.swilu(x, self.memory(x))
+        memory = self.memory
+        if (torch.is_grad_enabled() and any(p.requires_grad for p in (memory.query.weight, self.gate_proj.weight,
+                                                                       memory.keys, memory.values.weight))) \
+                or memory.query_norm == "batch" or not memory._fast_path(x) \
+                or self.gate_proj.weight.dtype != torch.float32:
+            return self.swilu(x, memory(x))
+        check_float_input(x, self.d_model, type(self).__name__)
+        q, gate = F.linear(x.to(torch.float32), self._query_gate_weight()).split(
+            [memory.heads * memory.k_dim, memory.v_dim], dim=-1)
+        y = memory._read_fast(*memory._lookup_queries(memory._shape_queries(q)))
+        return self.out_proj(y * F.silu(gate))
+
+    def _query_gate_weight(self) -> torch.Tensor:
+        """[W_q; W1] (H·k_dim + v_dim, d): both projections of x in one product; cached, rebuilt when either
+        parameter changes (version or storage)."""
+        wq, w1 = self.memory.query.weight, self.gate_proj.weight
+        tag = (wq._version, wq.data_ptr(), w1._version, w1.data_ptr(), wq.device)
+        cache = self.__dict__.get("_query_gate_cache")
+        if cache is None or cache[0] != tag:
+            with torch.inference_mode(False), torch.no_grad():
+                cache = (tag, torch.cat([wq.detach(), w1.detach()]))
+            self.__dict__["_query_gate_cache"] = cache
+        return cache[1]
 
     def memory_bytes(self, dtype: torch.dtype = torch.float32) -> int:
         return self.memory.memory_bytes(dtype)

@@ -2,6 +2,13 @@
 
     q = W_q x  (per head)     (scores, rows) = exact top-k over n² product keys     w = softmax(scores)
     y = Σ_heads Σ_topk w · V[rows]                                                  (one weighted EmbeddingBag)
+
+On fp32 CPU tensors ``lookup`` runs a fast path with the same numbers (up to fp32 rounding): all 2·H half-score
+matrices in one ``bmm`` against the half-keys, prepared once (qk-norm's RMS-normalised and scaled keys are cached
+between calls while no gradient flows to them, keyed on the parameter's version and storage; an optimizer step or
+``load_state_dict`` changes the version and so rebuilds them), then the two-level top-k and the softmax in one C call
+(``kernels.cpu.product_topk``). Without a gradient ``forward`` reads the values with the C bag as well. At one token
+this replaces ~20 small torch ops; kernels/bench.py reports what is left as a multiple of the layer's bytes.
 """
 from __future__ import annotations
 
@@ -14,6 +21,7 @@ from torch import nn
 from .._checks import DEFAULT_MAX_MEMORY_BYTES, check_float_input, check_memory, check_positive_int
 from ..addressing.product_keys import half_scores, product_topk
 from ..reading.bag import check_bag_shapes
+from ..reading.kernels import cpu as cpu_kernel
 from .shared_values import SharedValues
 
 QUERY_NORMS = (None, "batch", "layer", "qk")
@@ -117,7 +125,10 @@ class ProductKeyMemory(nn.Module):
                 "each query feature over the batch), got 1 token; pass at least 2 tokens, call .eval() for "
                 "inference, or use query_norm='layer' or 'qk'"
             )
-        q = self.query(x.to(self.query.weight.dtype))
+        return self._shape_queries(self.query(x.to(self.query.weight.dtype)))
+
+    def _shape_queries(self, q: torch.Tensor) -> torch.Tensor:
+        """W_q x (..., H·k_dim) → per-head query halves (..., H, 2, k_dim/2), with the query norm applied."""
         if self.query_norm == "batch":
             q = self.query_norm_layer(q.reshape(-1, q.shape[-1])).reshape(q.shape)
         q = q.unflatten(-1, (self.heads, self.k_dim))
@@ -145,9 +156,58 @@ class ProductKeyMemory(nn.Module):
 
     def lookup(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Addressing: (indices (..., H, topk) into the n² values, softmax weights (..., H, topk))."""
+        if self._fast_path(x):
+            return self._lookup_queries(self.queries(x))
         s1, s2 = self.scores(x)
         top_scores, indices = product_topk(s1, s2, self.topk)
         return indices, torch.softmax(top_scores, dim=-1)
+
+    # ------------------------------------------------------------------ the CPU fast path (same numbers)
+    def _fast_path(self, x: torch.Tensor) -> bool:
+        """fp32 CPU layer and input, and memlab's C kernel built: ``lookup`` takes ``_lookup_queries``."""
+        return (x.is_cpu and self.keys.is_cpu and self.keys.dtype == torch.float32
+                and self.query.weight.dtype == torch.float32 and cpu_kernel.available())
+
+    def _scoring_keys(self) -> torch.Tensor:
+        """(2·H, k_dim/2, n): half-keys as ``bmm`` wants them (head h's K1 at 2h, K2 at 2h+1), RMS-normalised and
+        scaled by 1/√(k_dim/2) under qk-norm. Cached while no gradient flows to the keys: the cache is keyed on the
+        keys' ``_version`` (bumped by every in-place change: optimizer steps, ``load_state_dict``), storage pointer,
+        dtype and device, so any change to the parameter rebuilds it."""
+        keys = self.keys
+        if torch.is_grad_enabled() and keys.requires_grad:
+            return self._prepare_keys(keys)
+        tag = (keys._version, keys.data_ptr(), keys.dtype, keys.device, self.query_norm)
+        cache = self.__dict__.get("_keys_cache")
+        if cache is None or cache[0] != tag:
+            with torch.inference_mode(False), torch.no_grad():  # a normal tensor, usable outside inference mode
+                cache = (tag, self._prepare_keys(keys.detach()).contiguous())
+            self.__dict__["_keys_cache"] = cache
+        return cache[1]
+
+    def _prepare_keys(self, keys: torch.Tensor) -> torch.Tensor:
+        half = self.k_dim // 2
+        if self.query_norm == "qk":
+            keys = F.rms_norm(keys, (half,)) * half**-0.5  # the score scale folded into the keys
+        return keys.reshape(2 * self.heads, self.n_keys, half).transpose(1, 2)
+
+    def _lookup_queries(self, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``lookup`` from per-head query halves (..., H, 2, k_dim/2): one ``bmm`` for every half score, then the
+        two-level top-k (and, without a gradient, the softmax) in one C call. With a gradient, the C call only picks
+        the indices (a selection has no gradient) and the scores are gathered from the ``bmm`` output and
+        softmaxed in torch, so gradients reach the queries and the keys exactly as through ``scores``."""
+        lead, h, n, k = q.shape[:-3], self.heads, self.n_keys, self.topk
+        tokens = math.prod(lead)
+        qh = q.reshape(tokens, 2 * h, self.k_dim // 2).transpose(0, 1)  # (2H, N, k_dim/2)
+        s = torch.bmm(qh, self._scoring_keys())  # (2H, N, n): head h's q1·K1 at 2h, q2·K2 at 2h+1
+        grad = torch.is_grad_enabled() and s.requires_grad
+        s4 = s.view(h, 2, tokens, n)
+        top, indices = cpu_kernel.product_topk(s4[:, 0].transpose(0, 1), s4[:, 1].transpose(0, 1), k,
+                                               softmax=not grad)  # (N, H, k)
+        if grad:
+            s1 = s4[:, 0].transpose(0, 1).gather(-1, torch.div(indices, n, rounding_mode="floor"))
+            s2 = s4[:, 1].transpose(0, 1).gather(-1, indices % n)
+            top = torch.softmax(s1 + s2, dim=-1)
+        return indices.reshape(*lead, h, k), top.reshape(*lead, h, k)
 
     def read(self, indices: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """Reading: Σ over heads and top-k of w · V[index] — heads × topk form one bag. (..., v_dim).
@@ -171,8 +231,20 @@ class ProductKeyMemory(nn.Module):
         return self.values.read(indices.flatten(-2), weights.flatten(-2).to(self.values.weight.dtype), self.backend)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.read(*self.lookup(x))
+        y = self._read_fast(*self.lookup(x))
         return y if self.out_proj is None else self.out_proj(y)
+
+    def _read_fast(self, indices: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """``read``, with the C bag when no gradient is needed on fp32 CPU values (one C call, no F.embedding_bag
+        bookkeeping); otherwise ``read`` itself (torch's backward, or the values' own sharded read)."""
+        table = self.values.weight
+        if (torch.is_grad_enabled() and (table.requires_grad or weights.requires_grad)) \
+                or type(self.values) is not SharedValues or self.backend not in ("auto", "c") \
+                or not (cpu_kernel.supports_bag(table, indices, weights) and cpu_kernel.available()):
+            return self.read(indices, weights)
+        return cpu_kernel.bag_forward(table, indices.flatten(-2).reshape(-1, self.heads * self.topk),
+                                      weights.flatten(-2).reshape(-1, self.heads * self.topk)
+                                      ).reshape(*indices.shape[:-2], table.shape[1])
 
     def memory_bytes(self, dtype: torch.dtype = torch.float32) -> int:
         """Bytes of the value table in ``dtype`` (shared values are counted by every layer that reads them)."""

@@ -8,6 +8,7 @@ from torch import nn
 
 from .._checks import DEFAULT_MAX_MEMORY_BYTES, check_memory, check_positive_int
 from ..reading import embedding_bag
+from ..reading.hash_bag import read_backend
 
 
 class SharedValues(nn.Module):
@@ -50,6 +51,8 @@ class SharedValues(nn.Module):
     def read(self, indices: torch.Tensor, weights: torch.Tensor, backend: str = "auto") -> torch.Tensor:
         """Σ_j weights[..., j] · weight[indices[..., j]], (..., dim): the read every product-key layer ends in.
         ``memlab.ShardedValues`` runs the same read with the columns spread over processes."""
+        if self.sparse_grad and backend == "auto" and type(self) is SharedValues:
+            backend = read_backend("auto", self.weight, sparse=True)  # C on fp32 CPU: a coalesced row-sparse gradient
         return embedding_bag(self.weight, indices, weights, backend=backend, check=False, sparse=self.sparse_grad)
 
     def row_dots(self, indices: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -20,6 +20,8 @@ from .._checks import check_index_range
 from . import kernels
 
 BACKENDS = ("auto", "torch", "triton")
+#: ``embedding_bag`` also takes "c" (``kernels.cpu.embedding_bag_c``) when asked by name; "auto" never picks it.
+BAG_BACKENDS = BACKENDS + ("c",)
 
 
 def resolve_backend(backend: str, table: torch.Tensor) -> str:
@@ -116,6 +118,8 @@ def embedding_bag(
         weights: (..., B) floating per-sample weights, or None for all ones. Differentiable.
         backend: "torch" (``F.embedding_bag``), "triton" (memlab's kernels, CUDA or ``TRITON_INTERPRET=1``), or
             "auto" (Triton on CUDA when triton is installed, torch otherwise; ``MEMLAB_BACKEND`` overrides).
+            "c": memlab's C kernel (fp32 CPU table, int64 indices; its backward writes each touched row once, and a
+            coalesced gradient with ``sparse=True``); only when named — ``HashMemory.read`` names it, "auto" does not.
         check: check the index range up front (one device sync on CUDA) and report it with memlab's ValueError.
             Types, dtypes, shapes and devices are checked on every call (no sync). ``check=False`` skips the range
             check for callers that built the indices themselves (the layers' ``forward`` and ``read``) but never lets
@@ -151,6 +155,14 @@ def embedding_bag(
     n_bags = math.prod(lead)
     indices2d = indices.reshape(n_bags, bag)
     weights2d = weights.reshape(n_bags, bag)
+    if backend == "c":
+        from .kernels import cpu
+
+        if not (cpu.supports_bag(table, indices2d, weights2d) and cpu.available()):
+            raise ValueError(f"backend='c' needs an fp32 CPU table, int64 indices and fp32 weights and a built C "
+                             f"kernel, got table {table.dtype} on {table.device}, indices {indices.dtype}; use "
+                             "backend='auto'")
+        return cpu.embedding_bag_c(table, indices2d, weights2d, sparse=sparse).reshape(*lead, table.shape[1])
     resolved = "torch" if sparse and backend == "auto" else resolve_backend(backend, table)
     if resolved == "triton":
         out = kernels.embedding_bag_triton(table, indices2d, weights2d, backward=backward)

@@ -14,6 +14,12 @@ This module is the one place that picks a backend. Each backend takes tensors, n
     "auto"    Triton on CUDA when triton is installed; on the CPU the C kernel where it applies, else torch.
               ``MEMLAB_BACKEND`` (torch|triton) overrides "auto", as for ``embedding_bag``.
 
+Row-sparse table gradients (``sparse=True``): the C backend writes only the U distinct rows read, coalesced (a
+counting sort by row; ``kernels.cpu.gather_backward``), the torch backend uses ``F.embedding_bag(sparse=True)`` (one
+row per read, uncoalesced). The Triton backend keeps a dense table gradient (its backward kernels scatter into a
+(K·2^τ, d_out) buffer): ``backend="triton"`` with ``sparse=True`` raises, and "auto" with ``sparse=True`` picks torch
+on CUDA. Step a row-sparse table with ``memlab.RowSparseAdam`` (lazy AdamW: not dense AdamW's update, see there).
+
 All three use the same derivative for x: the closed form of ∂p/∂z (``hashing.bucket_probability_grad``), with
 d|z|/dz = +1 at z = 0 (the side the hash puts 0 on), where autograd through ``abs`` would give 0.
 """
@@ -39,8 +45,14 @@ def check_divisible_by_tau(features: int, tau: int, name: str) -> None:
         raise ValueError(f"{name}={features} is not divisible by tau={tau}; {hint}")
 
 
-def resolve_hash_backend(backend: str, x2d: torch.Tensor, tables: torch.Tensor) -> str:
+def resolve_hash_backend(backend: str, x2d: torch.Tensor, tables: torch.Tensor, sparse: bool = False) -> str:
     """The backend ``hash_read`` runs: "auto" resolved, an explicit choice checked (one clear error if it cannot run)."""
+    if sparse and backend == "triton":
+        raise ValueError(
+            "sparse=True (a row-sparse table gradient) is not implemented in the Triton backend, whose backward writes "
+            "a dense table gradient; use backend='c' (CPU), 'torch' or 'auto', or keep the dense gradient with "
+            "sparse=False (HashMemory(..., sparse_grad=False))"
+        )
     if backend == "c":
         if not cpu.supports(x2d, tables):
             raise ValueError(
@@ -54,9 +66,23 @@ def resolve_hash_backend(backend: str, x2d: torch.Tensor, tables: torch.Tensor) 
     if backend not in BACKENDS:
         raise ValueError(f"backend={backend!r} is not one of {BACKENDS}")
     resolved = resolve_backend(backend, tables)  # "torch" | "triton"; validates "triton" and MEMLAB_BACKEND
-    if backend == "auto" and resolved == "torch" and cpu.supports(x2d, tables) and cpu.available():
+    if backend == "auto" and cpu.supports(x2d, tables) and cpu.available() and (resolved == "torch" or sparse):
         return "c"
+    if sparse and resolved == "triton":  # "auto" (or MEMLAB_BACKEND=triton) with a sparse gradient: torch does it
+        return "torch"
     return resolved
+
+
+def read_backend(backend: str, tables: torch.Tensor, sparse: bool = False) -> str:
+    """The ``embedding_bag`` backend of ``HashMemory.read`` (a read with given addresses: MemoryFormer's attention
+    hashes once and reads its Q, K and V tables with the same rows). With a row-sparse gradient on fp32 CPU tables
+    ("auto" or "c"): "c", whose backward writes each row read once, sorted (``F.embedding_bag(sparse=True)`` gives one
+    row per read, which the optimizer must then sort and sum). Otherwise torch/triton as for ``embedding_bag`` (a
+    dense read keeps F.embedding_bag's summation order, which the values-parallel checks compare bit for bit)."""
+    if sparse and backend in ("auto", "c") and cpu.supports_bag(tables, torch.empty(0, dtype=torch.int64), None) \
+            and cpu.available():
+        return "c"
+    return "torch" if backend == "c" else backend
 
 
 def hash_read(
@@ -69,6 +95,7 @@ def hash_read(
     bias: torch.Tensor | None = None,
     backend: str = "auto",
     backward: str | None = None,
+    sparse: bool = False,
 ) -> torch.Tensor:
     """MemoryFormer's Memory Layer on tensors: y = Σ_k w(z_k) · tables[k·2^τ + h(z_k)] (+ bias).
 
@@ -84,6 +111,8 @@ def hash_read(
         bias: (d_out,) or None.
         backend: "auto" | "torch" | "c" | "triton" (the module docstring says what each is).
         backward: Triton backend only: the EmbeddingBag backward strategy, "atomic" or "reverse".
+        sparse: give ``tables`` a row-sparse gradient (a sparse COO tensor of the rows read) instead of a dense
+            (K·2^τ, d_out) one; C and torch backends (see the module docstring).
 
     Returns:
         (..., d_out) in ``tables.dtype``.
@@ -104,13 +133,13 @@ def hash_read(
         )
     x2d = x if x.dim() == 2 else x.reshape(-1, d_in)
     args = (x2d, tables, bias, num_tables, tau, float(temperature), weighting == "l1")
-    route = resolve_hash_backend(backend, x2d, tables)
+    route = resolve_hash_backend(backend, x2d, tables, sparse)
     if route == "c":
-        out = cpu.hash_read_c(*args)
+        out = cpu.hash_read_c(*args, sparse=sparse)
     elif route == "triton":
         from .kernels.triton_hash import hash_read_triton  # imports triton: only on this route
 
         out = hash_read_triton(*args, backward=backward)
     else:
-        out = hash_read_torch(*args)
+        out = hash_read_torch(*args, sparse=sparse)
     return out if x.dim() == 2 else out.reshape(*x.shape[:-1], tables.shape[1])

@@ -103,7 +103,8 @@ class MemoryFormerAttention(CausalAttention):
     def __init__(self, config: ModelConfig):
         super().__init__(config)
         d = config.d_model
-        kw = dict(tau=config.tau, temperature=config.mf_temperature, weighting=config.mf_weighting)
+        kw = dict(tau=config.tau, temperature=config.mf_temperature, weighting=config.mf_weighting,
+                  hash_input=config.mf_hash_input)
         self.q, self.k, self.v = HashMemory(d, d, **kw), HashMemory(d, d, **kw), HashMemory(d, d, **kw)
 
     def qkv(self, x):
@@ -111,8 +112,10 @@ class MemoryFormerAttention(CausalAttention):
         return self.q.read(indices, weights), self.k.read(indices, weights), self.v.read(indices, weights)  # … three reads
 
     def flops_per_token(self) -> int:
-        """Three reads of K rows of d, plus one shared computation of p(z) (~1 op per input element)."""
-        return 3 * self.q.num_tables * self.q.out_features + self.q.in_features
+        """Three reads of K rows of d, plus one shared computation of p(z) (~1 op per input element) and the map
+        before hashing if any (``mf_hash_input``)."""
+        extra = 0 if self.q.input_map is None else self.q.input_map.flops_per_token()
+        return 3 * self.q.num_tables * self.q.out_features + self.q.in_features + extra
 
 
 # ---------------------------------------------------------------------------------------------------------- FFNs

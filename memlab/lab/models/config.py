@@ -35,6 +35,7 @@ class ModelConfig:
     expand_bits: int = 2             # e: Memory Block's second layer hashes tau + e bits
     mf_temperature: float = 1.0
     mf_weighting: str = "paper"      # "paper": p(z); "l1": released code's ||z||_1 p(z)
+    mf_hash_input: str = "identity"  # what is hashed: x (paper), "rotate" R x, "center" x − running mean (memlab's)
     mf_activation: str | None = None  # between the Memory Block's two layers: None (paper) or "gelu" (Table 6)
     # product-key memory (pkm / memoryplus / peer: n² values or experts, heads, top-k)
     memory_layers: tuple | None = None  # layers whose FFN becomes a memory; None → centred with stride (paper)

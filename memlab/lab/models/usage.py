@@ -12,6 +12,8 @@ Which modules a variant exposes, and under which name, is part of its entry in `
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .. import stats
@@ -37,19 +39,29 @@ def memory_layers(model: GPT) -> dict[str, torch.nn.Module]:
     return found
 
 
-def _counts(module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+def addressed_rows(module: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """(row indices (tokens, r), weights (tokens, r), rows in the memory) that ``module`` reads for each token of x:
+    the K hashed rows (MemoryFormer), the heads × top-k values or experts (product keys, PEER), the top-k experts (MoE)."""
     if isinstance(module, MemoryFormerAttention):
         module = module.q  # Q, K and V share this addressing
     if isinstance(module, HashMemory):
-        indices, _ = module.address(x)
-        return stats.row_counts(indices, module.tables.shape[0])
-    if isinstance(module, ProductKeyMemory):  # also PEER, a ProductKeyMemory whose values are experts
-        indices, _ = module.lookup(x)
-        return stats.row_counts(indices, module.n_values)
-    if isinstance(module, MoEFFN):
-        experts, _, _ = module.route(x.reshape(-1, module.d_model))
-        return stats.row_counts(experts, module.n_experts)
-    raise TypeError(f"no usage statistics for {type(module).__name__}")
+        indices, weights = module.address(x)
+        n_rows = module.tables.shape[0]
+    elif isinstance(module, ProductKeyMemory):  # also PEER, a ProductKeyMemory whose values are experts
+        indices, weights = module.lookup(x)
+        n_rows = module.n_values
+    elif isinstance(module, MoEFFN):
+        indices, weights, _ = module.route(x.reshape(-1, module.d_model))
+        n_rows = module.n_experts
+    else:
+        raise TypeError(f"no usage statistics for {type(module).__name__}")
+    rows_per_token = math.prod(indices.shape[indices.dim() - (2 if isinstance(module, ProductKeyMemory) else 1):])
+    return indices.reshape(-1, rows_per_token), weights.reshape(-1, rows_per_token), n_rows
+
+
+def _counts(module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    indices, _, n_rows = addressed_rows(module, x)
+    return stats.row_counts(indices, n_rows)
 
 
 @torch.no_grad()
@@ -64,7 +76,8 @@ def usage_counts(model: GPT, ids: torch.Tensor) -> dict[str, torch.Tensor]:
     was_training = model.training
     model.eval()
     try:
-        model(ids)
+        with torch.enable_grad():  # without autograd Memory+ takes a fused path that skips its memory's hooked forward
+            model(ids)
     finally:
         model.train(was_training)
         for h in handles:

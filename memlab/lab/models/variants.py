@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Callable
 
 from torch import nn
 
+from ...layers.hash_input import HASH_INPUTS
 from ...layers.memory_block import MemoryBlock
 from ...layers.memory_plus import MemoryPlus
 from ...layers.peer import PEER
@@ -78,6 +79,8 @@ def _check_memoryformer(c: ModelConfig) -> None:
             f"d_model={c.d_model} is not divisible by tau={c.tau}; MemoryFormer splits each token into "
             f"d_model/tau chunks — choose tau in {taus} or a d_model that is a multiple of {c.tau}"
         )
+    if c.mf_hash_input not in HASH_INPUTS:
+        raise ValueError(f"mf_hash_input={c.mf_hash_input!r} is not one of {HASH_INPUTS}")
     if c.tau + c.expand_bits > 20:
         bits = c.tau + c.expand_bits
         raise ValueError(f"tau + expand_bits = {bits} gives tables of 2^{bits} rows; keep it ≤ 20")
@@ -126,7 +129,7 @@ VARIANTS: dict[str, Variant] = {
         "MemoryFormer: Q/K/V from hash tables sharing one hash, no W_O; Memory Block instead of the FFN",
         ffn=lambda c, values: MemoryBlock(c.d_model, tau=c.tau, expand_bits=c.expand_bits,
                                           temperature=c.mf_temperature, weighting=c.mf_weighting,
-                                          activation=c.mf_activation),
+                                          activation=c.mf_activation, hash_input=c.mf_hash_input),
         ffn_kind="memoryblock",
         attention=MemoryFormerAttention,
         attention_memories=lambda attn: {"qkv": attn},

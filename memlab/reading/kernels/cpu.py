@@ -73,6 +73,11 @@ def _flag_sets() -> list[tuple[list[str], list[str]]]:
 class _Kernels(NamedTuple):
     forward: Callable
     backward: Callable
+    backward_rows: Callable
+    addressing_grad: Callable
+    bag_forward: Callable
+    lazy_adamw: Callable
+    product_topk: Callable
 
 
 @functools.lru_cache(maxsize=None)
@@ -136,14 +141,26 @@ def _library() -> _Kernels | None:
                 _build(source, cc, flags, link, path)
             lib = ctypes.CDLL(str(path))
             forward, backward = lib.memlab_hash_forward, lib.memlab_hash_backward
+            backward_rows, addressing = lib.memlab_hash_backward_rows, lib.memlab_hash_addressing_grad
+            bag_forward, lazy_adamw = lib.memlab_bag_forward, lib.memlab_lazy_adamw
+            product_topk = lib.memlab_product_topk
         except (OSError, AttributeError, subprocess.SubprocessError) as error:
             reason = _failure_reason(error)
             continue
         ptr, i64 = ctypes.c_void_p, ctypes.c_int64
-        forward.restype = backward.restype = ctypes.c_int
+        forward.restype = backward.restype = backward_rows.restype = ctypes.c_int
         forward.argtypes = [ptr] * 4 + [i64] * 4 + [ctypes.c_float, ctypes.c_int] + [ptr] * 2 + [ctypes.c_int]
         backward.argtypes = [ptr] * 6 + [i64] * 3 + [ctypes.c_int]
-        return _Kernels(forward, backward)
+        backward_rows.argtypes = [ptr] * 4 + [i64] * 4 + [ptr, ctypes.c_int, ptr, ptr, ctypes.c_int, ptr]
+        addressing.restype = None
+        addressing.argtypes = [ptr] * 3 + [i64] * 3 + [ctypes.c_float, ctypes.c_int, ctypes.c_int]
+        bag_forward.restype = None
+        bag_forward.argtypes = [ptr] * 4 + [i64] * 3 + [ctypes.c_int]
+        lazy_adamw.restype = None
+        lazy_adamw.argtypes = [ptr] * 5 + [i64] * 2 + [ctypes.c_double] * 7 + [ctypes.c_int]
+        product_topk.restype = None
+        product_topk.argtypes = [ptr] * 2 + [i64] * 6 + [ptr] * 2 + [ctypes.c_int] * 2
+        return _Kernels(forward, backward, backward_rows, addressing, bag_forward, lazy_adamw, product_topk)
     _warn_fallback(f"building {C_SOURCE_FILE.name} with {cc} failed: {reason}")
     return None
 
@@ -200,58 +217,189 @@ def hash_forward(
 
 
 def gather_backward(grad_out: torch.Tensor, tables: torch.Tensor, rows: torch.Tensor, w: torch.Tensor,
-                    table_grad: bool, weight_grad: bool, threads: int | None = None):
+                    table_grad: bool, weight_grad: bool, threads: int | None = None, sparse: bool = False):
     """Backward of ``out = Σ_k w[:, k] · tables[rows[:, k]]`` in one C call: (grad_tables or None, grad_w or None).
 
-    grad_tables is dense (rows, d) like ``F.embedding_bag``'s; grad_w[n, k] = ⟨grad_out[n], tables[rows[n, k]]⟩.
-    fp32 CPU tensors as ``hash_forward(..., addresses=True)`` returns them; deterministic for a given thread count.
+    grad_w[n, k] = ⟨grad_out[n], tables[rows[n, k]]⟩. grad_tables is dense (rows, d), as ``F.embedding_bag``'s, or with
+    ``sparse=True`` a coalesced sparse COO tensor holding only the U distinct rows read (sorted, each once), as
+    ``F.embedding_bag(sparse=True)`` gives after ``coalesce()``: (U, d) floats written instead of (rows, d).
+    Both come from ``memlab_hash_backward_rows``: reads grouped by row (reverse indices), each gradient row written
+    once, so no (rows, d) zero-fill and no read-modify-write. fp32 CPU tensors as ``hash_forward(...,
+    addresses=True)`` returns them; the result does not depend on the thread count.
     """
     g = grad_out.contiguous()
     n, d = g.shape
+    num_rows = tables.shape[0]
     num_tables = rows.shape[1]
-    grad_tables = torch.zeros_like(tables) if table_grad else None
     grad_w = torch.empty(n, num_tables, dtype=torch.float32) if weight_grad else None
     threads = _thread_count(threads, n * num_tables * d)
-    if n and (table_grad or weight_grad):
-        if _library().backward(g.data_ptr(), tables.data_ptr(), rows.data_ptr(), w.data_ptr(),
-                               None if grad_tables is None else grad_tables.data_ptr(),
-                               None if grad_w is None else grad_w.data_ptr(), n, num_tables, d, threads):
-            raise MemoryError(f"memlab C kernel could not allocate scratch buffers for {n} tokens; pass fewer tokens")
-    elif weight_grad:
-        grad_w.zero_()
+    if not table_grad:
+        if weight_grad and n:
+            if _library().backward(g.data_ptr(), tables.data_ptr(), rows.data_ptr(), w.data_ptr(), None,
+                                   grad_w.data_ptr(), n, num_tables, d, threads):
+                raise MemoryError(f"memlab C kernel could not allocate scratch buffers for {n} tokens")
+        elif weight_grad:
+            grad_w.zero_()
+        return None, grad_w
+    max_rows = min(n * num_tables, num_rows)
+    row_ids = torch.empty(max_rows, dtype=torch.int64)
+    values = torch.empty(num_rows if not sparse else max_rows, d, dtype=torch.float32)
+    unique = ctypes.c_int64(0)
+    if n and _library().backward_rows(g.data_ptr(), tables.data_ptr(), rows.data_ptr(), w.data_ptr(), n, num_tables,
+                                      d, num_rows, values.data_ptr(), int(not sparse), row_ids.data_ptr(),
+                                      None if grad_w is None else grad_w.data_ptr(), threads, ctypes.byref(unique)):
+        raise MemoryError(f"memlab C kernel could not allocate scratch buffers for {n} tokens; pass fewer tokens")
+    if not n:
+        values.zero_()
+        if weight_grad:
+            grad_w.zero_()
+    if not sparse:
+        return values, grad_w
+    u = unique.value
+    grad_tables = torch.sparse_coo_tensor(row_ids[:u].unsqueeze(0), values[:u], (num_rows, d), is_coalesced=True,
+                                          check_invariants=False)
     return grad_tables, grad_w
+
+
+def addressing_grad(x2d: torch.Tensor, grad_w: torch.Tensor, num_tables: int, tau: int, temperature: float,
+                    l1: bool, threads: int | None = None) -> torch.Tensor:
+    """∂L/∂x (N, K·τ) from ∂L/∂w (N, K) in one C call: ``torch_hash.addressing_grad``'s closed form (the
+    derivatives of ``memlab.hashing``), same numbers up to fp32 rounding, without its ~10 torch ops (which cost
+    more than the whole gather at a few tokens). fp32 CPU tensors; τ ≤ 64."""
+    x2d, grad_w = x2d.contiguous(), grad_w.contiguous()
+    n = x2d.shape[0]
+    grad_x = torch.empty_like(x2d)
+    if n:
+        _library().addressing_grad(x2d.data_ptr(), grad_w.data_ptr(), grad_x.data_ptr(), n, num_tables, tau,
+                                   2.0 / temperature, int(l1), _thread_count(threads, n * num_tables * tau * 32))
+    return grad_x
 
 
 class HashReadC(torch.autograd.Function):
     """hash_read on the C kernel, with gradients: forward = ``hash_forward`` (keeping the addresses), backward =
-    ``gather_backward`` (table gradient and ∂L/∂w in one pass) + ``torch_hash.addressing_grad`` for x + Σ for the
+    ``gather_backward`` (table gradient, dense or row-sparse, and ∂L/∂w in one pass) + ``addressing_grad`` (the closed
+    form of ``torch_hash.addressing_grad``, in C) for x + Σ for the
     bias. fp32 CPU only (``supports``); not twice differentiable."""
 
     @staticmethod
-    def forward(ctx, x2d, tables, bias, num_tables, tau, temperature, l1):
+    def forward(ctx, x2d, tables, bias, num_tables, tau, temperature, l1, sparse=False):
         out, rows, w = hash_forward(x2d, tables, bias, num_tables, tau, temperature, l1, addresses=True)
         ctx.save_for_backward(x2d, tables, rows, w)
         ctx.shape = (num_tables, tau, temperature, l1)
+        ctx.sparse = sparse
         return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):
-        from .torch_hash import addressing_grad
-
         x2d, tables, rows, w = ctx.saved_tensors
         need_x, need_tables, need_bias = ctx.needs_input_grad[:3]
-        grad_tables, grad_w = gather_backward(grad_out, tables, rows, w, need_tables, need_x)
-        grad_x = addressing_grad(x2d, grad_w, *ctx.shape) if need_x else None
+        grad_tables, grad_w = gather_backward(grad_out, tables, rows, w, need_tables, need_x, sparse=ctx.sparse)
+        grad_x = None
+        if need_x:
+            if ctx.shape[1] <= 64:
+                grad_x = addressing_grad(x2d, grad_w, *ctx.shape)
+            else:  # the C closed form keeps one chunk's τ factors on the stack
+                from .torch_hash import addressing_grad as addressing_grad_torch
+
+                grad_x = addressing_grad_torch(x2d, grad_w, *ctx.shape)
         grad_bias = grad_out.sum(0) if need_bias else None
-        return grad_x, grad_tables, grad_bias, None, None, None, None
+        return grad_x, grad_tables, grad_bias, None, None, None, None, None
 
 
 def hash_read_c(x2d: torch.Tensor, tables: torch.Tensor, bias: torch.Tensor | None, num_tables: int, tau: int,
-                temperature: float, l1: bool) -> torch.Tensor:
+                temperature: float, l1: bool, sparse: bool = False) -> torch.Tensor:
     """``hash_read``'s C backend: x2d (N, K·τ) fp32 → (N, d_out) fp32. One C call without a gradient; with one,
-    ``HashReadC`` keeps the addresses for its backward. Call only when ``available()`` and ``supports(x2d, tables)``."""
+    ``HashReadC`` keeps the addresses for its backward (``sparse``: a row-sparse table gradient). Call only when
+    ``available()`` and ``supports(x2d, tables)``."""
     if torch.is_grad_enabled() and (x2d.requires_grad or tables.requires_grad
                                     or (bias is not None and bias.requires_grad)):
-        return HashReadC.apply(x2d, tables, bias, num_tables, tau, temperature, l1)
+        return HashReadC.apply(x2d, tables, bias, num_tables, tau, temperature, l1, sparse)
     return hash_forward(x2d, tables, bias, num_tables, tau, temperature, l1)
+
+
+def bag_forward(table: torch.Tensor, rows: torch.Tensor, w: torch.Tensor, threads: int | None = None) -> torch.Tensor:
+    """out (N, d) = Σ_k w[:, k] · table[rows[:, k]] in one C call (no autograd): rows (N, B) int64, w (N, B) fp32,
+    table fp32 contiguous. The read of MemoryFormer's attention, whose Q, K and V tables share one hash."""
+    rows, w = rows.contiguous(), w.contiguous()
+    n, d = rows.shape[0], table.shape[1]
+    out = torch.empty(n, d, dtype=torch.float32)
+    if n:
+        _library().bag_forward(table.data_ptr(), rows.data_ptr(), w.data_ptr(), out.data_ptr(), n, rows.shape[1], d,
+                               _thread_count(threads, n * rows.shape[1] * d))
+    return out
+
+
+class BagC(torch.autograd.Function):
+    """The weighted bag on the C kernel: forward ``bag_forward``, backward ``gather_backward`` (table gradient, dense
+    or row-sparse, and ∂L/∂w in one pass over the reads grouped by row). fp32 CPU; not twice differentiable."""
+
+    @staticmethod
+    def forward(ctx, table, rows, w, sparse):
+        ctx.save_for_backward(table, rows, w)
+        ctx.sparse = sparse
+        return bag_forward(table, rows, w)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out):
+        table, rows, w = ctx.saved_tensors
+        grad_table, grad_w = gather_backward(grad_out, table, rows, w, ctx.needs_input_grad[0],
+                                             ctx.needs_input_grad[2], sparse=ctx.sparse)
+        return grad_table, None, grad_w, None
+
+
+def embedding_bag_c(table: torch.Tensor, indices2d: torch.Tensor, weights2d: torch.Tensor,
+                    sparse: bool = False) -> torch.Tensor:
+    """``embedding_bag``'s C backend: (bags, B) int64 indices and fp32 weights → (bags, d) fp32, differentiable in the
+    table and the weights (``sparse``: a coalesced row-sparse table gradient). Call only when ``available()`` and
+    ``supports_bag(table, indices2d, weights2d)``."""
+    if torch.is_grad_enabled() and (table.requires_grad or weights2d.requires_grad):
+        return BagC.apply(table, indices2d.contiguous(), weights2d.contiguous(), sparse)
+    return bag_forward(table, indices2d, weights2d)
+
+
+def supports_bag(table: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor | None) -> bool:
+    """Inputs ``embedding_bag_c`` handles: fp32 contiguous CPU table, int64 CPU indices, fp32 CPU weights."""
+    return (table.is_cpu and table.dtype == torch.float32 and table.is_contiguous() and indices.is_cpu
+            and indices.dtype == torch.int64 and (weights is None or (weights.is_cpu and weights.dtype == torch.float32)))
+
+
+def lazy_adamw_(param: torch.Tensor, exp_avg: torch.Tensor, exp_avg_sq: torch.Tensor, rows: torch.Tensor,
+                grad_rows: torch.Tensor, step: int, lr: float, betas: tuple[float, float], eps: float,
+                weight_decay: float, threads: int | None = None) -> None:
+    """Lazy AdamW in place on the ``rows`` (U,) of fp32 CPU ``param`` and its moments, ``grad_rows`` (U, d) their
+    summed gradient, ``step`` the parameter's step count after this step (bias corrections 1 − β^step). AdamW's
+    formula (``torch.optim.AdamW``), equal to torch's kernels up to fp32 rounding (the order of operations differs
+    in the last bit), with no gather/scatter copies. Call only when ``available()``; contiguous tensors."""
+    beta1, beta2 = betas
+    rows, grad_rows = rows.contiguous(), grad_rows.contiguous()
+    u, d = grad_rows.shape
+    if u:
+        _library().lazy_adamw(param.data_ptr(), exp_avg.data_ptr(), exp_avg_sq.data_ptr(), rows.data_ptr(),
+                              grad_rows.data_ptr(), u, d, lr, beta1, beta2, eps, weight_decay, 1 - beta1**step,
+                              (1 - beta2**step) ** 0.5, _thread_count(threads, u * d * 8))
+
+
+def product_topk(scores1: torch.Tensor, scores2: torch.Tensor, k: int, softmax: bool = False,
+                 threads: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``memlab.product_keys.product_topk`` in one C call: half scores (..., n) fp32 CPU → (top-k scores sorted
+    descending, or their softmax with ``softmax=True``; indices i·n + j), both (..., k). The same exact top-k (the k
+    best of each half by quickselect, then of their k² sums, pruned: a row of the sorted k × k grid stops at the
+    first sum below the current k-th). No autograd: differentiable callers gather the scores of these indices.
+
+    Inputs of shape (T, H, n) whose last dim is contiguous are read in place with their strides (a ``bmm`` output
+    viewed as (H, 2, T, n) and transposed needs no copy); anything else is made contiguous first."""
+    n = scores1.shape[-1]
+    lead = scores1.shape[:-1]
+    if not (scores1.dim() == 3 and scores1.stride() == scores2.stride() and scores1.stride(-1) == 1):
+        scores1 = scores1.reshape(-1, 1, n).contiguous()
+        scores2 = scores2.reshape(-1, 1, n).contiguous()
+    tokens, heads = scores1.shape[0], scores1.shape[1]
+    out = torch.empty(tokens * heads, k, dtype=torch.float32)
+    idx = torch.empty(tokens * heads, k, dtype=torch.int64)
+    if tokens * heads:
+        _library().product_topk(scores1.data_ptr(), scores2.data_ptr(), tokens, heads, scores1.stride(0),
+                                scores1.stride(1), n, k, out.data_ptr(), idx.data_ptr(), int(softmax),
+                                _thread_count(threads, tokens * heads * n * 64))
+    return out.reshape(*lead, k), idx.reshape(*lead, k)

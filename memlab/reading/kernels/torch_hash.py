@@ -68,11 +68,14 @@ class HashAddress(torch.autograd.Function):
 
 
 def hash_read_torch(x2d: torch.Tensor, tables: torch.Tensor, bias: torch.Tensor | None, num_tables: int, tau: int,
-                    temperature: float, l1: bool) -> torch.Tensor:
-    """x2d (N, K·τ), tables (K·2^τ, d_out), bias (d_out,) or None → (N, d_out) in ``tables.dtype``."""
+                    temperature: float, l1: bool, sparse: bool = False) -> torch.Tensor:
+    """x2d (N, K·τ), tables (K·2^τ, d_out), bias (d_out,) or None → (N, d_out) in ``tables.dtype``.
+
+    ``sparse``: the table gradient is ``F.embedding_bag(sparse=True)``'s row-sparse COO tensor (one row per read,
+    uncoalesced) instead of a dense (K·2^τ, d_out) one."""
     if torch.is_grad_enabled() and x2d.requires_grad:
         rows, w = HashAddress.apply(x2d, num_tables, tau, temperature, l1)
     else:
         rows, w = hash_address(x2d, num_tables, tau, temperature, l1)
-    out = F.embedding_bag(rows, tables, mode="sum", per_sample_weights=w.to(tables.dtype))
+    out = F.embedding_bag(rows, tables, mode="sum", per_sample_weights=w.to(tables.dtype), sparse=sparse)
     return out if bias is None else out + bias
