@@ -56,3 +56,12 @@ __all__ = [
     "fast_mode",
     "environment_report",
 ]
+
+
+def __getattr__(name: str):
+    """``memlab.exercises`` (the notebooks' exercise checkers) is imported on first use, not with ``import memlab``."""
+    if name == "exercises":
+        import importlib
+
+        return importlib.import_module(".exercises", __name__)
+    raise AttributeError(f"module 'memlab' has no attribute {name!r}")

@@ -16,15 +16,22 @@
 # %% [markdown]
 # # 03 · Product keys and Memory+
 #
-# **What this notebook teaches.** A product-key memory (Lample et al. 2019, "Large Memory Layers with Product Keys")
-# stores $N = n^2$ values but scores only $2n$ half-keys per query, and still finds the *exact* top-$k$ of all $N$ keys.
-# Memory Layers at Scale (Berges, Oğuz et al., ICML 2025, arXiv 2412.09764, §2 "Memory layers" and §3 "Scaling
-# memory layers": Memory+, shared memory, qk-norm) builds on it.
+# **What this notebook teaches.** A product-key memory stores $N = n^2$ values but scores only $2n$ half-keys per
+# query, and still finds the *exact* top-$k$ of all $N$ keys. We follow one lookup step by step (query → halves → half
+# scores → two top-$k$ → $k^2$ candidates → top-$k$ → softmax → weighted read) and check it equals
+# `memlab.ProductKeyMemory`; test exactness against brute force over $n^2$ keys; then multi-head reads, the softmax
+# over the top-$k$ (and how little of the full softmax it keeps at initialisation), Memory+'s swilu gating, values
+# shared across layers, qk-norm and the bound it puts on a score, a parameters-vs-FLOPs table, and usage statistics
+# of the value rows (`memlab.stats`).
 #
-# We follow one lookup step by step (query → halves → half scores → two top-$k$ → $k^2$ candidates → top-$k$ → softmax
-# → weighted read) and check it equals `memlab.ProductKeyMemory`; test exactness against brute force over $n^2$ keys;
-# then multi-head reads, the softmax over the top-$k$, Memory+'s swilu gating, values shared across layers, qk-norm,
-# a parameters-vs-FLOPs table, and usage statistics of the value rows (`memlab.stats`).
+# **Paper sections.** Large Memory Layers with Product Keys (Lample et al., NeurIPS 2019, arXiv 1907.05242): §3
+# (the memory: keys, top-$k$, softmax, weighted sum, multi-head memory; product keys and the exact top-$k$),
+# and its usage statistics (fraction of rows used, KL from uniform). Memory Layers at Scale (Berges, Oğuz et al.,
+# ICML 2025, arXiv 2412.09764): §2 "Memory layers", §3 "Scaling memory layers" (shared memory, Memory+ with swilu
+# gating, qk-norm).
+#
+# **Before this:** notebook 00 (the layer as addressing → reading) and notebook 01 §4–5 (product quantization, and the
+# proof that two top-$k$'s over $n$ give the exact top-$k$ over $n^2$).
 
 # %%
 import memlab; FAST = memlab.fast_mode()
@@ -147,11 +154,27 @@ print("layer's rows == top-k over all", n * n, "materialised keys")
 # sum of $H$ convex combinations of value rows.
 
 # %%
+# NBVAL_CHECK_OUTPUT
 full_softmax = torch.softmax(full_scores, dim=-1).gather(-1, brute_rows)
 torch.testing.assert_close(full_softmax / full_softmax.sum(-1, keepdim=True), lib_w)
 torch.testing.assert_close(lib_w.sum(-1), torch.ones(3, H))
-print("share of the full softmax mass kept by the top-k, per token and head:")
-print(full_softmax.sum(-1).detach().numpy().round(3))
+kept = full_softmax.sum(-1).detach()
+score_std = full_scores.std(-1).detach()
+print(f"share of the full softmax mass kept by the top-{k} of N = {n * n} keys, per token (rows) and head (columns):")
+print(kept.numpy().round(3))
+print(f"a uniform softmax would keep k/N = {k / (n * n):.4f}; the scores' std over the N keys is "
+      f"{score_std.min():.2f}–{score_std.max():.2f}")
+assert 0.02 < kept.min() and kept.max() < 0.08  # 2–8 %: a few times k/N = 1.6 %, far from 1
+assert score_std.max() < 1.0  # at initialisation the N scores are close together
+
+# %% [markdown]
+# At initialisation the top-$k$ keeps only **3–6 %** of the full softmax mass. The scores of a fresh memory are small
+# and close together (std ≈ 0.4–0.5 over the $n^2 = 256$ keys here: a Xavier-initialised query against half-keys
+# drawn from $U(\pm 1/\sqrt{k_{dim}})$), so the softmax over all $N$ keys is nearly uniform: each key gets about
+# $1/N$, and the $k$ best get a few times $k/N = 1.6\,\%$ because they sit one or two std above the rest. Dropping
+# the other $N - k$ keys therefore changes the read a lot compared with the full softmax — the layer never computes
+# that full softmax, and renormalising over the top-$k$ makes the weights sum to 1 anyway. As training separates the
+# scores the top-$k$ share grows; notebook 08 shows it for a trained model.
 
 # %%
 # Multi-head: the H·k reads form ONE bag of the weighted EmbeddingBag; equivalently, H per-head reads summed.
@@ -219,18 +242,27 @@ print(f"rows read by layer a: {rows_a.numel()}, by layer b: {rows_b.numel()}, "
 # ## 6. qk-norm: what it does to the score scale
 #
 # Without normalisation a score is a raw dot product: scale the input by $c$ and every score scales by $c$, so the
-# softmax over the top-$k$ sharpens towards one value (or flattens as $c\to 0$). With `query_norm="qk"` each query half
-# and each half-key is RMS-normalised and the score is divided by $\sqrt{k_{dim}/2}$: by Cauchy–Schwarz
-# $|\text{score}| \le \sqrt{k_{dim}/2}$, whatever the input scale.
+# softmax over the top-$k$ sharpens towards one value (or flattens as $c\to 0$). With `query_norm="qk"` each query
+# half is RMS-normalised (with a learnable gain $g$, initialised to 1), each half-key is RMS-normalised, and each
+# **half-score** is divided by $\sqrt{k_{dim}/2}$. An RMS-normalised vector of $h = k_{dim}/2$ numbers has norm
+# $\sqrt{h}$, so by Cauchy–Schwarz
+#
+# $$|q_1\cdot K^1_i| \;\le\; \frac{\lVert g\odot \hat q_1\rVert\,\lVert \hat K^1_i\rVert}{\sqrt{h}}
+#   \;\le\; \max_j |g_j|\,\sqrt{h},$$
+#
+# which is $\sqrt{k_{dim}/2}$ **per half-score, while the gains are 1**. A full score is the sum of two half-scores,
+# so $|\text{score}(i,j)| \le 2\sqrt{k_{dim}/2}$; and once training moves the gains the bound scales with $\max|g|$.
+# All three, whatever the input scale:
 
 # %%
+# NBVAL_CHECK_OUTPUT
 torch.manual_seed(4)
 plain = memlab.ProductKeyMemory(64, n_keys=32, heads=2, topk=8, query_norm=None)
 qk = memlab.ProductKeyMemory(64, n_keys=32, heads=2, topk=8, query_norm="qk")
 qk.load_state_dict(plain.state_dict(), strict=False)  # same queries and keys; qk adds an RMSNorm gain (init 1)
 x = torch.randn(256, 64)
 bound = math.sqrt(qk.k_dim // 2)
-print(f"  c    plain: score std   max weight     qk: score std   max weight   (qk bound |s| ≤ {bound:.2f})")
+print(f"  c    plain: score std   max weight     qk: score std   max weight   (qk half-score bound {bound:.2f})")
 with torch.no_grad():
     qk_ref = qk.scores(x)[0]
     for c in (0.1, 1.0, 10.0, 100.0):
@@ -238,8 +270,21 @@ with torch.no_grad():
         wp, wq = plain.lookup(c * x)[1], qk.lookup(c * x)[1]
         print(f"{c:5g}   {sp.std().item():16.3f}   {wp.max(-1).values.mean().item():10.3f}"
               f"   {sq.std().item():16.3f}   {wq.max(-1).values.mean().item():10.3f}")
-        assert sq.abs().max() <= bound + 1e-5
         torch.testing.assert_close(sq, qk_ref, rtol=1e-3, atol=1e-3)  # invariant to the input scale
+
+    h1, h2 = qk.scores(x)
+    full = h1.unsqueeze(-1) + h2.unsqueeze(-2)  # (tokens, H, n, n): every full score
+    half_max, full_max = torch.maximum(h1.abs().max(), h2.abs().max()).item(), full.abs().max().item()
+    print(f"gains 1:   max |half-score| = {half_max:.3f} ≤ √(k_dim/2) = {bound:.2f};   "
+          f"max |full score| = {full_max:.3f} ≤ 2√(k_dim/2) = {2 * bound:.2f}")
+    assert half_max <= bound + 1e-5 and bound < full_max <= 2 * bound + 1e-5  # the full score exceeds √(k_dim/2)
+
+    qk.query_norm_layer.weight.fill_(2.0)  # as if training had doubled the gains
+    g1, g2 = qk.scores(x)
+    gain_max = torch.maximum(g1.abs().max(), g2.abs().max()).item()
+    print(f"gains 2:   max |half-score| = {gain_max:.3f} > √(k_dim/2); ≤ max|g|·√(k_dim/2) = {2 * bound:.2f}")
+    assert bound < gain_max <= 2 * bound + 1e-5
+    qk.query_norm_layer.weight.fill_(1.0)
 
 # %% [markdown]
 # The plain memory's scores (and so its softmax sharpness) follow the activations' scale — a source of instability
@@ -311,6 +356,7 @@ assert all(s["gini"] > summaries[-1]["gini"] for s in summaries[: memory.heads])
 # %%
 fig, ax = plt.subplots(figsize=(7, 4))
 plots.plot_usage({"head 0": counts[0], "head 1": counts[1], "uniform reference": uniform_ref}, ax=ax)
+ax.set_title(f"value rows of a fresh product-key memory, most-hit first ({tokens} random tokens)")
 plt.show()
 
 # %% [markdown]
@@ -319,9 +365,26 @@ plt.show()
 # landing in the top-$k$ of their half. Lample et al. found BatchNorm on the queries (`query_norm="batch"`) raises
 # usage in training; tracking these numbers during training is the way to see a memory collapse.
 #
+# ## Summary
+#
+# * One lookup built by hand — query halves, $2n$ half-scores, two top-$k$, the $k\times k$ grid, top-$k$, softmax,
+#   weighted read — equals `memlab.ProductKeyMemory` exactly (indices equal, weights and output to float tolerance).
+# * The product top-$k$ equals the brute-force top-$k$ over all $n^2$ keys for every one of thousands of random
+#   queries (n up to 256, k up to 32), and the layer's rows equal the top-$k$ over its materialised keys.
+# * The top-$k$ softmax is the full softmax restricted and renormalised; at initialisation the top-$k$ holds only
+#   2–8 % of the full mass (asserted; 3–6 % here) because the scores are nearly uniform.
+# * Memory+ is exactly $W_2(y \odot \operatorname{silu}(W_1 x))$; one `SharedValues` pool is one parameter and collects
+#   gradient on exactly the union of rows its layers read.
+# * qk-norm makes the scores independent of the input scale and bounds each half-score by $\max|g|\sqrt{k_{dim}/2}$
+#   (a full score by twice that); at gains 1 a full score does exceed $\sqrt{k_{dim}/2}$ (asserted).
+# * At $n = 1024$ a PKM holds ≈ 128× the parameters of a $d \to 4d \to d$ FFN for about half its multiply-adds;
+#   at initialisation its heads read rows less evenly than uniform draws (Gini above the uniform reference).
+#
 # ## Exercises
 #
-# **1.** The candidate grid is $k\times k$. Could it be smaller — e.g. the top-$k$ pairs always lie in the first
+# ### Exercise 1
+#
+# The candidate grid is $k\times k$. Could it be smaller — e.g. the top-$k$ pairs always lie in the first
 # $k$ rows *and* on or above the anti-diagonal? How many candidates suffice, and why does the library still use $k^2$?
 #
 # <details><summary>Answer</summary>
@@ -333,7 +396,9 @@ plt.show()
 # to the $2n$ half-key scores.
 # </details>
 #
-# **2.** For the paper's default (d = 1024, n = 1024, H = 4, k = 32, $k_{dim}$ = 512) count by hand the multiply-adds
+# ### Exercise 2
+#
+# For the paper's default (d = 1024, n = 1024, H = 4, k = 32, $k_{dim}$ = 512) count by hand the multiply-adds
 # per token of each part of `ProductKeyMemory.flops_per_token()`, and say which dominates.
 #
 # <details><summary>Answer</summary>
@@ -345,7 +410,9 @@ plt.show()
 # numbers per token.
 # </details>
 #
-# **3.** Three Memory+ layers (n = 1024, d = 1024) either each own their values or share one pool. How many fp16 bytes
+# ### Exercise 3
+#
+# Three Memory+ layers (n = 1024, d = 1024) either each own their values or share one pool. How many fp16 bytes
 # of values in each case, and how many tokens does it take before a value row is expected to have been read once?
 #
 # <details><summary>Answer</summary>
@@ -355,4 +422,39 @@ plt.show()
 # per token and layer, so about 8 192 tokens per layer (≈ 2 730 with three layers reading a shared pool) before the
 # expected count reaches 1 — each value row gets rare, sparse updates, which is why the paper gives values their own
 # learning rate.
+# </details>
+#
+# ### Exercise 4 (build): the exact product-key top-k
+#
+# Write `my_product_topk(scores1, scores2, k)`: given the two half-score tensors $q_1\cdot K^1_i$ and $q_2\cdot K^2_j$ of
+# shape $(\dots, n)$, return `(scores, indices)` of shape $(\dots, k)$: the $k$ largest sums
+# `scores1[i] + scores2[j]` over all $n^2$ pairs, sorted descending, and their rows $i\cdot n + j$ — without
+# materialising the $n^2$ sums (section 2 proves the $k\times k$ grid is enough). Ties may break either way; the
+# checker compares your sorted scores with the brute force and checks that each index is a distinct row whose
+# score is the one you return beside it.
+
+# %%
+def my_product_topk(scores1, scores2, k):
+    raise NotImplementedError  # your code: two top-k's, the k×k grid, one more top-k, rows i·n + j
+
+
+# %%
+memlab.exercises.check_product_topk(my_product_topk)
+
+# %% [markdown]
+# <details><summary>Answer</summary>
+#
+# ```python
+# def my_product_topk(scores1, scores2, k):
+#     n = scores1.shape[-1]
+#     top1, idx1 = scores1.topk(k, dim=-1)                        # (..., k) best first halves
+#     top2, idx2 = scores2.topk(k, dim=-1)                        # (..., k) best second halves
+#     grid = (top1.unsqueeze(-1) + top2.unsqueeze(-2)).flatten(-2)  # (..., k·k) candidate sums
+#     best, flat = grid.topk(k, dim=-1)                           # the k best candidates, sorted
+#     i = idx1.gather(-1, torch.div(flat, k, rounding_mode="floor"))
+#     j = idx2.gather(-1, flat % k)
+#     return best, i * n + j
+# ```
+# This is `memlab.product_keys.product_topk`. A common slip is to pair the halves position by position
+# (`top1 + top2`): that misses pairs such as (best first half, second-best second half).
 # </details>

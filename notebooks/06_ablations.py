@@ -1,6 +1,3 @@
-# %%
-import memlab; FAST = memlab.fast_mode()
-
 # %% [markdown]
 # # 06 · Ablations: the papers' tables at tiny scale, with seeds and confidence intervals
 #
@@ -14,7 +11,16 @@ import memlab; FAST = memlab.fast_mode()
 #    overlap)* — and *no paper claim* where the paper leaves the question open.
 #
 # Then: a summary of every verdict, an interactive explorer, a small sweep run live (and served from its cache the
-# second time), and exercises.
+# second time), and exercises, one of which designs a study of your own.
+#
+# **Paper sections.** MemoryFormer (Ding et al., NeurIPS 2024, arXiv 2411.12992): Tables 3, 4, 5 and 6, and the
+# weight p(z) of §2.1 (its temperature and the released code's ‖z‖₁·p(z)). Large Memory Layers with Product Keys
+# (Lample et al., NeurIPS 2019, arXiv 1907.05242): its ablations of top-k, heads and memory size. Memory Layers at Scale
+# (Berges, Oğuz et al., ICML 2025, arXiv 2412.09764): §3 (Memory+, shared memory, qk-norm), its placement ablation
+# and its main table. memlab's summary of them: [paper_notes.md](paper_notes.md).
+#
+# **Before this:** notebooks 02 (the MemoryFormer layer and Memory Block), 03 (product keys and Memory+) and 05 (training
+# a tiny model, and why one seed is an anecdote).
 #
 # | study | paper, table | what is varied |
 # |---|---|---|
@@ -29,16 +35,14 @@ import memlab; FAST = memlab.fast_mode()
 # | `placement` | Memory Layers at Scale (placement ablation) | which layers hold the memory |
 # | `matched-flops` | Memory Layers at Scale (main table) | dense, MoE, MemoryFormer, PKM, Memory+, PEER |
 #
-# Papers: MemoryFormer (Ding et al., NeurIPS 2024, arXiv 2411.12992); Memory Layers at Scale (Berges, Oğuz et al.,
-# ICML 2025, arXiv 2412.09764); Large Memory Layers with Product Keys (Lample et al., NeurIPS 2019, arXiv 1907.05242).
-# memlab's summary of them: [paper_notes.md](paper_notes.md).
-#
 # The results were produced by `make ablations JOBS=2` (`python -m memlab sweep --study all --jobs 2`: 2 h 34 min on a
 # shared 2-core machine) and are committed as `data/ablations/<study>.csv`. This notebook trains nothing else except
-# one tiny live sweep (§5) and, outside fast mode, the study designed in Exercise 3.
+# one tiny live sweep (§5) and, outside fast mode, the study run in Exercise 4.
 # A study whose CSV is missing is named and skipped.
 
 # %%
+import memlab; FAST = memlab.fast_mode()
+
 import shutil
 import tempfile
 import time
@@ -194,6 +198,7 @@ if frames["mf-tau"] is not None:
             round(mean_of("mf-tau", "tau=10", "usage_fraction_used"), 2)) == (0.92, 0.12)
     assert (round(mb["tau=4"], 1), round(mb["tau=10"], 1), flops_tau["tau=4"], flops_tau["tau=10"]) == \
         (3.9, 96.7, 103680, 78624)
+    assert round(points_of("mf-tau", "params_total")["tau=10"] / 1e6) == 24
 
 # %% [markdown]
 # **Reading it.** At this scale the trend is the **opposite** of Table 3: τ = 4 has the lowest perplexity (7.79) and
@@ -240,6 +245,8 @@ if frames["mf-expand-bits"] is not None:
     assert (round(mb["expand_bits=0"], 1), round(mb["expand_bits=3"], 1)) == (5.2, 13.0)
     assert [round(mean_of("mf-expand-bits", f"expand_bits={e}", "usage_fraction_used"), 2) for e in (0, 3)] == \
         [0.51, 0.32]
+    c = found["mf-expand-bits"][0].comparison
+    assert abs(c.gain) < 0.05 and -0.35 < c.low < -0.25 and 0.25 < c.high < 0.35  # about ±0.3 around zero
 
 # %% [markdown]
 # **Reading it.** **Inconclusive**: all four points lie within 12.0 ± 0.1 (12.01, 12.05, 11.99, 12.02), and the
@@ -336,6 +343,7 @@ if frames["pkm-topk"] is not None:
     assert k_ppl == [10.16, 8.53, 8.09, 8.05] and v.verdict == verdicts.INCONCLUSIVE
     assert (round(v.comparison.low, 2), round(v.comparison.high, 2)) == (-1.26, 5.48)
     assert usage.verdict == verdicts.REPLICATES
+    assert [round(mean_of("pkm-topk", f"pkm_topk={k}", "usage_fraction_used"), 2) for k in (4, 32)] == [0.41, 0.99]
     k4 = df[df["point"] == "pkm_topk=4"].sort_values("seed")
     print(k4[["seed", "val_ppl", "usage_fraction_used"]].round(3).to_string(index=False))
     assert k4["val_ppl"].round(2).tolist() == [11.42, 8.70, 10.34]
@@ -369,10 +377,12 @@ if frames["pkm-heads"] is not None:
     worst = df.loc[df["val_ppl"].idxmax()]
     print(f"worst run: {worst['point']} seed {worst['seed']}: val_ppl {worst['val_ppl']:.2f}")
     assert (worst["point"], round(worst["val_ppl"], 2)) == ("pkm_heads=8", 10.83)
+    runs = sorted(df.loc[df["status"] == "ok", "val_ppl"].round(2))
+    assert runs[-2:] == [10.73, 10.83] and (runs[0], runs[-3]) == (7.85, 9.05)  # two near 10.8, ten in 7.85 … 9.05
 
 # %% [markdown]
 # **Reading it.** On perplexity: **inconclusive**, with no trend at all in the means (8.38, 9.13, 8.53, 9.13 for 1,
-# 2, 4, 8 heads). Two of the twelve runs land near 10.8 while the other ten lie between 7.9 and 9.1, and one such
+# 2, 4, 8 heads). Two of the twelve runs land near 10.8 while the other ten lie between 7.85 and 9.05, and one such
 # run decides a mean over three seeds. On memory usage the claim **replicates**: 31 % of the values read at least once with one
 # head, 90 % with eight. At 800 steps, spreading reads over more of the memory does not yet turn into lower
 # perplexity.
@@ -426,6 +436,7 @@ if frames["memoryplus-parts"] is not None:
     df = frames["memoryplus-parts"]
     (v,) = found["memoryplus-parts"]
     assert v.verdict == verdicts.INCONCLUSIVE
+    assert (round(v.comparison.gain, 2), round(v.comparison.low, 2), round(v.comparison.high, 2)) == (0.70, -0.39, 1.78)
     parts = ["pkm", "+swilu", "+qk-norm", "+shared values"]
     assert [round(mean_of("memoryplus-parts", p), 2) for p in parts] == [8.53, 7.83, 7.68, 7.47]
     whole = verdicts.compare(verdicts.point_values(df, "+shared values", "val_ppl"),
@@ -456,6 +467,7 @@ show("placement")
 if frames["placement"] is not None:
     one, every = found["placement"]
     assert one.verdict == verdicts.INCONCLUSIVE and every.verdict == verdicts.REPLICATES
+    assert (round(one.comparison.low, 2), round(one.comparison.high, 2)) == (-0.57, 0.98)
     order = ["centre (2)", "first (0)", "centred stride (1, 3)", "all (0-3)"]
     assert [round(mean_of("placement", p), 2) for p in order] == [7.68, 7.47, 7.47, 9.32]
     assert (round(every.comparison.gain, 2), round(every.comparison.low, 2), round(every.comparison.high, 2)) == \
@@ -489,6 +501,9 @@ if frames["matched-flops"] is not None:
     df = frames["matched-flops"]
     plus, peer = found["matched-flops"]
     assert plus.verdict == verdicts.INCONCLUSIVE and peer.verdict == verdicts.INCONCLUSIVE
+    assert (round(plus.comparison.low, 2), round(plus.comparison.high, 2)) == (-0.56, 1.53)
+    params = points_of("matched-flops", "params_total")
+    assert round(params["model=moe"] / params["model=dense"], 1) == 2.8
     models = ["dense", "moe", "memoryformer", "pkm", "memoryplus", "peer"]
     assert [round(mean_of("matched-flops", f"model={m}"), 2) for m in models] == \
         [11.89, 10.27, 13.0, 12.28, 11.41, 12.13]
@@ -501,7 +516,7 @@ if frames["matched-flops"] is not None:
 
 # %% [markdown]
 # **Reading it.** Both claims are **inconclusive** at 400 steps. Memory+ has the lower mean (11.41 against dense
-# 11.89), but its interval, [−0.57, +1.53], spans zero. PEER sits at 12.13, within noise of dense. The one clear
+# 11.89), but its interval, [−0.56, +1.53], spans zero. PEER sits at 12.13, within noise of dense. The one clear
 # winner here is **MoE** (10.27, better than dense by 1.62, interval [1.17, 2.06]), which the paper's main table ranks
 # next to dense (NQ 8.14 against 7.76). MoE has 2.8× the dense model's parameters at the same FLOPs, and at this size
 # that seems to matter more than how they are addressed. MemoryFormer, at a quarter of the FLOPs, is worst (13.00),
@@ -569,6 +584,7 @@ assert (full["val_ppl_mean"] - expected.loc[full.index, "val_ppl_mean"]).abs().m
 seeds_box.value = seeds_box.options[:2]  # two seeds: same points, wider intervals
 two = w.result["summary"].set_index("point")
 assert set(two["n"]) == {2}
+assert two["val_ppl_ci"].mean() > full["val_ppl_ci"].mean()  # t(0.975, 1 dof) = 12.7 against 4.3 for 2 dof
 print("mean CI half-width, all seeds:", round(full["val_ppl_ci"].mean(), 3),
       "| two seeds:", round(two["val_ppl_ci"].mean(), 3))
 
@@ -623,7 +639,31 @@ assert v.verdict == verdicts.NO_CLAIM
 shutil.rmtree(out, ignore_errors=True)
 
 # %% [markdown]
-# ## 6. Exercises
+# ## Summary
+#
+# * An ablation is read by its interval, not its ranking. Each verdict above is computed from 3 seeds per point with
+#   Welch's 95 % interval of the gain. Of the twelve claims, **2 replicate** at tiny scale, **2 come out opposite**, **8
+#   are inconclusive**, and the 2 open questions get **no paper claim**, but a measured answer.
+# * Replicated: the memory tables want about 3× the base learning rate (Table 4: perplexity 13.64 at 1×, 12.87 at 3×),
+#   and memories in every layer hurt (placement: 9.32 against 7.47 for the stride layout, gain interval [1.18, 2.53]).
+# * Opposite: small hash tables beat large ones after 400 steps (Table 3: τ = 4 at 7.79, τ = 10 at 12.65), because
+#   τ = 10 has read only 12 % of its rows; and a GeLU in the Memory Block hurts (Table 6: 12.54 against 12.04, interval
+#   [0.34, 0.67]) where the paper saw no difference.
+# * The open questions: the released code's ‖z‖₁·p(z) beats the paper's p(z) (9.64 against 11.99), and a sharper
+#   temperature helps (t = 0.5 at 11.76, t = 4 at 13.92).
+# * Inconclusive does not mean "no effect": top-k's means fall from 10.16 (k = 4) to 8.05 (k = 32) inside an interval of
+#   [−1.26, +5.48], because one seed of k = 4 used 30 % of the values and another 51 %. More seeds settle it, and the
+#   sweep's cache trains only the new ones.
+# * The cost side reproduces exactly: table memory grows 25× from τ = 4 to τ = 10 (3.9 → 96.7 MB) while FLOPs per token
+#   fall 24 %; Table 5's and Table 3's memory columns come out of `memory_bytes` to the printed digit (Exercise 1).
+# * The verdicts say whether a paper's *direction* shows at tiny scale (a few million parameters, a few hundred steps on
+#   bytes), not whether the paper is right at its own scale.
+# * Every study is a named config: `python -m memlab sweep --study NAME` re-runs it (cached, resumable, `--jobs`,
+#   `--shard i/n` for a SLURM array), `sweep.load(NAME)` gives the DataFrame, and this notebook reads the same CSVs.
+#   §5 showed the cache: the second call of the same sweep trained nothing.
+
+# %% [markdown]
+# ## Exercises
 #
 # **Exercise 1.** MemoryFormer Table 5 stops at e = 3 (157.3 MB). Predict the Memory Block's table memory for e = 4 at
 # d = 512, τ = 8, fp16 (MB = 10⁶ bytes), then check it against `memlab.MemoryBlock(...).memory_bytes(torch.float16)`.
@@ -646,19 +686,6 @@ shutil.rmtree(out, ignore_errors=True)
 # multiply-adds) falls as 1/τ. But each table has 2^τ rows, so the memory is K·2^τ·d_out = (d/τ)·2^τ·d_out, which
 # grows almost exponentially: ×2^τ/τ. That is Table 3's 2.1 → 16.8 → 53.5 MB against 0.14 → 0.07 → 0.06 GFLOPs.
 # </details>
-#
-# **Exercise 3.** Design a study of your own and run it: e.g. does τ = 4 catch up with τ = 8 when the tables learn
-# faster? Define a `Study` (base configs + a grid or named points + seeds), run it with `sweep.run_sweep`, summarise
-# it, and judge it with a `Claim` of your own.
-#
-# <details><summary>Answer</summary>
-#
-# One possible design (the cell below runs it; fast mode skips it): a grid over `tau` ∈ {4, 8} and `table_lr_mult`
-# ∈ {1, 3} on the MemoryFormer base model, 2 seeds, a short run. Then `sweep.summarize(df, by=["tau",
-# "table_lr_mult"])`, and `verdicts.evaluate(Claim(...), df)` with `better="tau=8, table_lr_mult=3"` and
-# `worse="tau=4, table_lr_mult=3"`. With 2 seeds and a few dozen steps, expect wide intervals: more seeds or more
-# steps narrow them. Whatever comes out is an answer, as long as it is read with its interval.
-# </details>
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -675,13 +702,77 @@ print("Table 3, (K, MB) by τ:", {tau: (layer.K, round(layer.memory_bytes(torch.
 assert [round(layers[t].memory_bytes(torch.float16) / 1e6, 1) for t in (4, 8, 10)] == [2.1, 16.8, 53.5]
 assert [layers[t].K for t in (4, 8, 10)] == [128, 64, 51]  # Exercise 2: K = d/τ
 
+# %% [markdown]
+# ### Exercise 3 (build): design a study
+#
+# Lample et al. find that reading more values per head helps; §3.7 could not say so on perplexity with 3 seeds, and
+# §3.8 found no trend with heads. Design a study that asks whether top-k matters more when there are fewer heads: write
+# `make_study()` returning a `Study` (from `memlab.lab.studies`) with
+#
+# * a new name and a title, the product-key base model `PK_MODEL` and a train config (start from
+#   `STUDIES["pkm-topk"].train`, and choose the steps);
+# * a `grid` (`{key: [values]}`: every combination is a point) or named `points` (`(("label", {key: value}), ...)`)
+#   that varies `pkm_topk` — and `pkm_heads` if you follow the question;
+# * 3 seeds or more per point.
+#
+# `memlab.exercises.check_study(make_study, varies="pkm_topk")` resolves it with `sweep.plan`, exactly as
+# `run_sweep` would before training, and trains nothing: every key must be a model or train config field (a typo gets
+# the closest name), every point's config must validate (e.g. `pkm_topk` at most `pkm_n_keys`), no two points may
+# resolve to the same config, and `pkm_topk` must take at least two values.
+
+# %%
+def make_study():
+    raise NotImplementedError  # your code here: return Study(...)
+
+
+# %%
+memlab.exercises.check_study(make_study, varies="pkm_topk")
+
+# %% [markdown]
+# <details><summary>Answer</summary>
+#
+# ```python
+# from memlab.lab.studies import PK_MODEL, STUDIES, Study
+#
+#
+# def make_study():
+#     return Study(
+#         "my-topk-heads", "top-k 4 vs 32, with 1 or 4 heads",
+#         model=PK_MODEL, train={**STUDIES["pkm-topk"].train, "steps": 400},
+#         grid={"pkm_topk": [4, 32], "pkm_heads": [1, 4]}, seeds=3,
+#     )
+# ```
+#
+# Four points × 3 seeds = 12 runs. Judge it as in §2: a `verdicts.Claim` with `better="pkm_topk=32, pkm_heads=1"`
+# and `worse="pkm_topk=4, pkm_heads=1"`, and the same at 4 heads. If the gain at 1 head is larger than at 4 heads
+# beyond both intervals, top-k matters more with fewer heads. The design choices that matter: change one thing at a
+# time (the grid does), give every point the same steps and seeds, and predict the direction before running it.
+# </details>
+
+# %% [markdown]
+# **Exercise 4.** Run a study of your own and judge it: e.g. does τ = 4 catch up with τ = 8 when the tables learn
+# faster? Define a `Study`, check it with `check_study`, run it with `sweep.run_sweep`, summarise it, and judge it with
+# a `Claim` of your own.
+#
+# <details><summary>Answer</summary>
+#
+# One possible design (the cell below runs it; fast mode skips it): a grid over `tau` ∈ {4, 8} and `table_lr_mult`
+# ∈ {1, 3} on the MemoryFormer base model, 3 seeds, 150 steps. Then `sweep.summarize(df, by=["tau",
+# "table_lr_mult"])`, and `verdicts.evaluate(Claim(...), df)` with `better="tau=8, table_lr_mult=3.0"` and
+# `worse="tau=4, table_lr_mult=3.0"`. At 150 steps, expect wide intervals: more seeds or more steps narrow them.
+# Whatever comes out is an answer, as long as it is read with its interval.
+# </details>
+
 # %%
 my_study = Study(
     "my-tau-lr", "τ = 4 vs 8, with the tables at 1× or 3× the base LR",
     model=MF_MODEL, train={**STUDIES["mf-lr"].train, "steps": 150, "eval_batches": 2, "fact_entities": 10,
                            "eval_every": 150, "stats_every": 150, "ckpt_every": 150},
-    grid={"tau": [4, 8], "table_lr_mult": [1.0, 3.0]}, seeds=2,
+    grid={"tau": [4, 8], "table_lr_mult": [1.0, 3.0]}, seeds=3,
 )
+design = memlab.exercises.check_study(my_study, varies="table_lr_mult")  # resolves, trains nothing
+print(design)
+assert design.passed
 if FAST:
     print("fast mode: the design-your-own sweep is skipped (the committed notebook shows a full run)")
 else:
@@ -693,13 +784,3 @@ else:
                               verdicts.BETTER, "tau=8, table_lr_mult=3.0", "tau=4, table_lr_mult=3.0")
     print(verdicts.evaluate(my_claim, mine).sentence())
     shutil.rmtree(out, ignore_errors=True)
-
-# %% [markdown]
-# ## 7. What to take away
-#
-# * Read an ablation by its interval, not its ranking: with 3 seeds a gap smaller than the seed noise says nothing.
-# * The verdicts say whether a paper's *direction* shows at tiny scale (a few million parameters, a few hundred steps
-#   on bytes), not whether the paper is right at its own scale. A trend that does not replicate here is reported as
-#   such, with its numbers.
-# * Every study is a named config: `python -m memlab sweep --study NAME` re-runs it (cached, resumable, `--jobs`,
-#   `--shard i/n` for a SLURM array), `sweep.load(NAME)` gives the DataFrame, and this notebook reads the same CSVs.

@@ -18,24 +18,22 @@ import memlab; FAST = memlab.fast_mode()
 # %% [markdown]
 # # 07 · Factual capacity: what memory layers are for
 #
-# *Memory Layers at Scale* (Berges, Oğuz et al., arXiv 2412.09764) claims that a memory layer adds capacity for facts
-# at almost no extra FLOPs. Its Figure 1 grows the memory of a 1.3B model from none to 8192² keys, and NQ exact match
-# climbs from about 7.7 to 21 — "gains are especially pronounced for factual tasks" (its Table of QA results: dense
-# 7.76, Memory+ 13.68, Memory+ with 64M values 20.78; a summary is in [paper_notes.md](paper_notes.md)).
+# **What this notebook teaches.** Why memory layers exist: they add room for facts at almost no extra FLOPs. We do
+# the capacity arithmetic (bits per parameter) and see why the demo's fact probe sat at chance; build a synthetic
+# knowledge base that must be memorised bit by bit; score it in bits; write down a claim *before* reading the results;
+# then read the `capacity` study (dense, MoE, MemoryFormer, PKM, Memory+ and PEER at matched FLOPs per token, N
+# entities swept, seeds where the curves bend), its controls, and one run interactively.
 #
-# memlab's demo could not show this: its fact probe sat at chance for every model. This notebook says why, then
-# builds an experiment that *can* show it on a CPU:
+# **Paper sections.** *Memory Layers at Scale* (Berges, Oğuz et al., arXiv 2412.09764): Figure 1 (NQ exact match
+# climbs from about 7.7 to 21 as the memory grows from none to 8192² keys on a 1.3B model; "gains are especially
+# pronounced for factual tasks") and its QA table (dense 7.76, Memory+ 13.68, Memory+ with 64M values 20.78).
+# *Physics of Language Models 3.3* (Allen-Zhu & Li, arXiv 2404.05405), Results 1 and 4: about 2 bits per parameter
+# at 1 000 exposures per fact, ≥ 1 bit at 100. A summary is in [paper_notes.md](paper_notes.md).
 #
-# 1. the capacity arithmetic — bits per parameter — and why the demo's probe was at chance;
-# 2. the task: a synthetic knowledge base, generated from a seed, that must be memorised bit by bit;
-# 3. the scoring, in bits, checked on distributions whose answer is known;
-# 4. the `capacity` study (architectures at matched FLOPs per token, N entities swept);
-# 5. the **pre-registered claim**, written before any result was read;
-# 6. the results from the committed files (`data/capacity/`), then the controls;
-# 7. an interactive view of one run: per-attribute accuracy and which memory rows the prompts read;
-# 8. exercises.
+# **Before this:** 03 (product keys, Memory+), 05 (training a tiny model, its fact probe), 06 (sweeps, seeds and
+# confidence intervals).
 #
-# Everything here reads results from files or runs in seconds: `make capacity` runs the study (~100 min on 2 cores).
+# Everything here reads results from files or runs in seconds: `make capacity` runs the study.
 
 # %%
 import math
@@ -56,7 +54,7 @@ study = STUDIES["capacity"]
 print("fast mode" if FAST else "normal mode", "| study:", study.name, "|", len(study.point_list()), "points")
 
 # %% [markdown]
-# ## 1 · The capacity arithmetic
+# ## 1. The capacity arithmetic
 #
 # Allen-Zhu & Li ("Physics of Language Models 3.3", arXiv 2404.05405) measure how much a language model can store:
 # about **2 bits per parameter** when every fact is seen ~1000 times (their Result 1), and **at least 1 bit per
@@ -133,7 +131,7 @@ assert 15 < bytes_read / pass_bytes < 20 and fact_bits < 720
 # those entities — knowledge *extraction*, which Allen-Zhu & Li (Part 3.1, arXiv 2309.14316) find needs far more
 # varied training data than this. The capacity experiment below asks only for what was trained.
 #
-# ## 2 · The task: a knowledge base made from a seed
+# ## 2. The task: a knowledge base made from a seed
 #
 # `memlab.lab.knowledge.KnowledgeBase(N)`: N entities with invented names, 4 attributes, each value one of 256
 # pseudo-words drawn uniformly and independently — nothing can be inferred, everything must be stored. The training
@@ -159,7 +157,7 @@ assert knowledge.line_bytes(A) == 49 and stream.lines_per_row == 3
 # has shown every fact s · B / rows-per-pass times (`KnowledgeStream.exposures`). Every point of the study trains for
 # `knowledge.steps_for_exposures(400, N, …)` steps: the same 400 exposures per fact at every N.
 #
-# ## 3 · Scoring, in bits
+# ## 3. Scoring, in bits
 #
 # For each (entity, attribute) the probe reads `@name: attr=` and scores:
 #
@@ -203,7 +201,7 @@ print(f"untrained Memory+: ranking accuracy {s['rank_acc']:.3f} (chance {kb_smal
 assert s["rank_acc"] < 0.05 and abs(s["bits"] / s["facts"]) < 0.2
 
 # %% [markdown]
-# ## 4 · The study: architectures at matched FLOPs per token
+# ## 4. The study: architectures at matched FLOPs per token
 #
 # `python -m memlab sweep --study capacity` (or `make capacity`) runs it through the same sweep runner as the
 # ablations: cached, resumable, one result file per (point, seed). The backbone is dense-tiny; the memory variants
@@ -234,7 +232,7 @@ assert all(abs(matched[a] - 1) < 0.05 for a in ("moe", "pkm", "memoryplus", "pee
 assert 8 < matched["dense-10x"] < 12 and matched["memoryformer"] < 1
 
 # %% [markdown]
-# ## 5 · The pre-registered claim
+# ## 5. The pre-registered claim
 #
 # *Written before the study was run — after only the pilot of §6, a pipeline check of four single-seed runs. The code
 # that decides it is `memlab.lab.capacity.verdict`, unit-tested on made-up numbers in `tests/test_capacity.py`:*
@@ -260,7 +258,7 @@ assert 8 < matched["dense-10x"] < 12 and matched["memoryformer"] < 1
 # Whatever happens is reported, with the usage numbers that explain it: how many of the 16 384 values the prompts
 # read, and what zeroing the memory does.
 #
-# ## 6 · Results
+# ## 6. Results
 #
 # Read from `data/capacity/capacity.csv` and `capacity.details.json`, which `make capacity` writes with `--export`
 # (nothing is trained here).
@@ -295,18 +293,22 @@ if df is not None and done["ok"]:
     plt.show()
 
 # %% [markdown]
-# **The verdict** (decided by the rule above; shown only once the whole study has run):
+# **The verdict**, decided by the rule above on the runs in the file. Until every run of the study has finished it is
+# *provisional*: a point with one seed on a side is "inconclusive (fewer than 2 seeds)", and a point not run yet is
+# "no data".
 
 # %%
-if df is not None and full_study:
+verdict_rows = pd.DataFrame(capacity.verdict(df)) if df is not None and done["ok"] else None
+if verdict_rows is not None:
     n_sat = capacity.dense_saturation(df)
+    print(("FINAL" if full_study else f"PROVISIONAL ({done['ok']} of {runs} runs)") + " verdict")
     print("dense-tiny saturates at N =", n_sat, "| limited by:", capacity.saturation_kind(df, n_sat))
-    print(pd.DataFrame(capacity.verdict(df)).to_string(index=False, float_format=lambda v: f"{v:,.3g}"))
+    print(verdict_rows.to_string(index=False, float_format=lambda v: f"{v:,.3g}"))
 else:
-    print("No verdict: the full study has not been run yet (`make capacity`).")
+    print("No verdict: no run of the study has finished yet (`make capacity`).")
 
 # %% [markdown]
-# ## 7 · Controls
+# ## 7. Controls
 #
 # * **Held-out entities** were never trained: their ranking accuracy must sit at chance (1/256) and their bits near 0.
 # * **Memory zeroed**: the same probe with the output of layer 1's FFN slot set to zero (`knowledge.memory_zeroed`) —
@@ -332,7 +334,7 @@ if df is not None and done["ok"]:
 # (attention, embeddings) holds them.
 
 # %% [markdown]
-# ## 8 · Explore one run
+# ## 8. Explore one run
 #
 # Pick an architecture and N: the run's accuracy per attribute, and for a sample of its entities each fact, what
 # greedy decoding wrote, and the memory rows the prompt `@name: attr=` reads at its last byte (top rows by weight, per
@@ -372,7 +374,7 @@ if records:
     w.children[0].value = start[0]
 
 # %% [markdown]
-# ## 9 · Exercises
+# ## 9. Exercises
 #
 # **Exercise 1.** How many bits are in N = 3 000 entities with 4 attributes of 256 values? With 6 attributes of 64
 # values?
@@ -423,3 +425,35 @@ mix[1] = 0.0
 t = torch.tensor([7, 7])
 print(f"Exercise 4: {knowledge.bits_stored(mix, t).mean().item():.2f} bits per fact, "
       f"ranking accuracy {knowledge.ranking_accuracy(mix, t).mean().item():.4f}")
+
+# %% [markdown]
+# ### Exercise 5 (build): bits stored per fact
+#
+# Write the scoring of §3 yourself: given the model's log-probabilities `log_probs` (n, V) for the V candidate values
+# of n facts — *not* normalised over the candidates: they come from a byte-level model that could also write other
+# words — and the true values `target` (n,), return the bits stored per fact, log2 V + log2 q(v*), with q
+# renormalised over the candidates. A uniform guess must store 0 bits, a sure right answer log2 V, a sure wrong one
+# far less than 0. The checker compares your function with memlab's on five cases.
+
+# %%
+def my_bits_stored(log_probs, target):
+    raise NotImplementedError
+
+
+memlab.exercises.check_bits_stored(my_bits_stored)
+
+# %% [markdown]
+# <details><summary>Answer</summary>
+#
+# ```python
+# import math
+#
+# import torch
+#
+#
+# def my_bits_stored(log_probs, target):
+#     q = torch.log_softmax(log_probs.double(), dim=1)           # renormalise over the V candidates
+#     log_q_true = q.gather(1, target[:, None]).squeeze(1)       # natural log of q(v*)
+#     return math.log2(log_probs.shape[1]) + log_q_true / math.log(2)
+# ```
+# </details>

@@ -13,6 +13,35 @@
 #     name: python3
 # ---
 
+# %% [markdown]
+# # 10 · Memory parallelism: one value table, several processes
+#
+# **What this notebook teaches.** Memory Layers at Scale (Berges, Oğuz et al., arXiv 2412.09764) trains memories of up
+# to 128B parameters — far more than one GPU holds. Its answer, the *parallel memory* part of §3 (summarised in
+# [paper notes §2.3](paper_notes.md#23-kernels-and-parallelism-paper-its-implementation--scaling-part)), shards the
+# value table **along the embedding dimension** over a group of GPUs:
+#
+# 1. each rank computes the indices and weights of its own tokens (the product-key lookup);
+# 2. the indices and weights are **all-gathered**;
+# 3. every rank runs the EmbeddingBag on **its column slice**, for all tokens;
+# 4. the partial outputs (column blocks) are **exchanged back** to the tokens' owners.
+#
+# memlab runs it on `torch.distributed` with the gloo backend, so two CPU processes on a laptop show exactly what
+# eight GPUs do (with NCCL the same code runs on GPUs). We draw the exchange, run it on two ranks started from this
+# notebook, check it against the one-process read, count its bytes per token against a model, compare it with
+# tensor-parallel FFNs, see why columns beat rows, train a Memory+ model on 2 ranks against 1, and read the bench row.
+#
+# **Paper sections.** Memory Layers at Scale (Berges, Oğuz et al., ICML 2025, arXiv 2412.09764), §3, the parallel
+# memory; MemoryFormer (Ding et al., NeurIPS 2024, arXiv 2411.12992), §2.1 and §2.2, for the question of section 6;
+# Megatron-style tensor parallelism as the baseline of section 4.
+#
+# **Before this:** notebook 03 (product keys, Memory+ and the shared value pool), 04 (the weighted EmbeddingBag that
+# every rank runs on its slice), 05 (a training run) and 09 (bytes, not FLOPs, set the cost).
+#
+# The pieces: `memlab.ShardedValues` (a drop-in for `SharedValues` holding one rank's columns),
+# `memlab.sharded_embedding_bag` (the exchange), `memlab.lab.comm_model` (bytes per token), and
+# `python -m memlab train --set values_parallel=2` under `torchrun`.
+
 # %%
 import memlab; FAST = memlab.fast_mode()
 
@@ -33,29 +62,7 @@ print("fast mode" if FAST else "normal mode", "| torch.distributed:", torch.dist
       "| gloo:", torch.distributed.is_gloo_available())
 
 # %% [markdown]
-# # 10 · Memory parallelism: one value table, several processes
-#
-# **What this notebook teaches.** Memory Layers at Scale (Berges, Oğuz et al., arXiv 2412.09764) trains memories of up
-# to 128B parameters — far more than one GPU holds. Its answer, the *parallel memory* part of §3 (summarised in
-# [paper notes §2.3](paper_notes.md#23-kernels-and-parallelism-paper-its-implementation--scaling-part)), shards the
-# value table **along the embedding dimension** over a group of GPUs:
-#
-# 1. each rank computes the indices and weights of its own tokens (the product-key lookup);
-# 2. the indices and weights are **all-gathered**;
-# 3. every rank runs the EmbeddingBag on **its column slice**, for all tokens;
-# 4. the partial outputs (column blocks) are **exchanged back** to the tokens' owners.
-#
-# memlab runs it on `torch.distributed` with the gloo backend, so two CPU processes on a laptop show exactly what
-# eight GPUs do (with NCCL the same code runs on GPUs). We draw the exchange, run it on two ranks started from this
-# notebook, check it against the one-process read, count its bytes per token against a model, compare it with
-# tensor-parallel FFNs, see why columns beat rows, train a Memory+ model on 2 ranks against 1, and read the bench row.
-#
-# The pieces: `memlab.ShardedValues` (a drop-in for `SharedValues` holding one rank's columns),
-# `memlab.sharded_embedding_bag` (the exchange), `memlab.lab.comm_model` (bytes per token), and
-# `python -m memlab train --set values_parallel=2` under `torchrun`.
-
-# %% [markdown]
-# ## 1 · The exchange, drawn
+# ## 1. The exchange, drawn
 #
 # A table of n rows × d columns, P = 2 ranks. Rank p keeps **every row** but only **its columns** `cols_p`
 # (`column_split`: d/P each, the first d mod P ranks one more). Tokens are spread over the ranks (data parallel);
@@ -83,7 +90,7 @@ print("fast mode" if FAST else "normal mode", "| torch.distributed:", torch.dist
 # does have `all_to_all_single` with uneven splits, which carries steps (4), its adjoint and the reduce.
 
 # %% [markdown]
-# ## 2 · The exchange, run on two ranks
+# ## 2. The exchange, run on two ranks
 #
 # `run_ranks(fn, 2)` starts two processes (`torch.multiprocessing`, spawn), joins them in a gloo group and returns
 # what each returned. `parallel_checks.show_exchange` is the drawing above with numbers: a 6 × 4 table whose row r is
@@ -115,7 +122,7 @@ print("one process:", one_process.tolist())
 # got 1.0 (token 0, on rank 0) + 2.0 (token 2, on rank 1) = 3.0 in every column, on both ranks.
 
 # %% [markdown]
-# ## 3 · Equal to one process, at every shape
+# ## 3. Equal to one process, at every shape
 #
 # One session of two ranks runs the checks that `tests/test_values_parallel.py` also runs: random tables with odd
 # widths (7 columns → 4 + 3) and a single column per rank, a rank owning **no** token, duplicate rows in a bag and
@@ -154,7 +161,7 @@ assert max(hash_check.values()) < 1e-6
 # MemoryFormer question (section 6): the exchange reads a `HashMemory`'s tables just as well.
 
 # %% [markdown]
-# ## 4 · Bytes per token, as a function of heads, top-k, value dim and ranks
+# ## 4. Bytes per token, as a function of heads, top-k, value dim and ranks
 #
 # Per read of B = H·k rows of d numbers over P ranks, per token, all ranks together
 # (`memlab.lab.comm_model.memory_parallel_bytes_per_token`; s_idx, s_w, e: bytes of an index, a weight, an
@@ -205,7 +212,7 @@ print("P = 8, d = 1024, by bag size:", ", ".join(f"{h} x top-{k}: {forward_bytes
 assert forward_bytes(4, 32, 1024, 8) == 7 * 128 * 6 + 7 / 8 * 1024 * 2 == 7168
 
 # %% [markdown]
-# ### Against tensor-parallel FFNs
+# ### 4.1 Against tensor-parallel FFNs
 #
 # The usual way to split a layer over GPUs is Megatron's tensor parallelism: W1 split by columns, W2 by rows, and one
 # all-reduce of the (tokens × d) output in the forward (another of the input gradient in the backward). A ring
@@ -236,7 +243,7 @@ assert tp["forward"] == 4 * mp["forward"] and round(100 * paper["exchange_over_b
 # figure is the 3.35 TB/s Memory Layers at Scale quotes for its kernels.
 
 # %% [markdown]
-# ## 5 · Why columns and not rows
+# ## 5. Why columns and not rows
 #
 # Sharding by **rows** looks natural (rank p holds rows n·p/P … n·(p+1)/P, all d columns) but loses on both counts:
 #
@@ -260,14 +267,16 @@ for name, idx in (("uniform", uniform), ("Zipf(1)", zipf)):
     print(f"{name:8s} rows per rank: busiest / mean = {float(per_rank.max() / per_rank.mean()):.2f}   "
           f"(columns: 1.00 by construction)")
 busiest = reads_per_rank(zipf, n_rows, ranks).double()
-assert float(busiest.max() / busiest.mean()) > 1.3
+assert abs(float(busiest.max() / busiest.mean()) - 1.69) < 0.02  # the reading below
+even = reads_per_rank(uniform, n_rows, ranks).double()
+assert float(even.max() / even.mean()) < 1.02
 
 # %% [markdown]
 # Under Zipf the busiest rank does ~1.7× the average: the step waits for it. The column design never has this
 # problem, and its weight gradient needs no exchange of values at all — each slice's gradient is local.
 
 # %% [markdown]
-# ## 6 · The same idea for MemoryFormer's tables?
+# ## 6. The same idea for MemoryFormer's tables?
 #
 # A `HashMemory` read is the same weighted EmbeddingBag, and section 3 showed the exchange reads its tables correctly.
 # memlab's models still do not shard them. The reason, as `memlab.layers.sharded_values.WHY_NOT_HASH_TABLES` states
@@ -285,7 +294,7 @@ print(WHY_NOT_HASH_TABLES)
 assert block["forward"] == 25536 and block["pipeline boundary"] == 2048
 
 # %% [markdown]
-# ## 7 · Training on two ranks against one
+# ## 7. Training on two ranks against one
 #
 # `python -m memlab train` shards the values when told `values_parallel=P` under torchrun:
 #
@@ -306,6 +315,8 @@ out_dir = str(Path("runs") / "nb10")  # runs/ is git-ignored
 base = dict(out_dir=out_dir, steps=8 if FAST else 60, batch_size=8, warmup_steps=2 if FAST else 10, eval_every=4 if FAST
             else 20, eval_batches=2, stats_every=0, ckpt_every=4 if FAST else 20, log_every=20, fact_entities=0)
 corpus = data.load_corpus(data.DEFAULT_CORPUS, None)
+if FAST:
+    print("fast mode: 8 steps instead of 60, so the curves are short; the committed notebook shows the full run")
 one = train(sizes, {**base, "name": "one-rank"}, verbose=False, corpus=corpus)
 two = run_ranks(parallel_checks.train_jobs, 2,
                 ([dict(model=sizes, train={**base, "name": "two-ranks", "values_parallel": 2})],),
@@ -346,7 +357,7 @@ print("value pool loaded in one process:", tuple(whole.shared_values.weight.shap
 assert whole.shared_values.weight.shape == (16**2, 45)
 
 # %% [markdown]
-# ## 8 · The bench row
+# ## 8. The bench row
 #
 # `kernels/bench_parallel.py` times one training step of a `MemoryPlus` layer (65,536 values × 256, 4 heads × top-32,
 # 1,024 tokens per step) at 1 rank and at 2 ranks on this machine's two cores, counts the exchange's bytes per token
@@ -367,6 +378,15 @@ for path in results:
     print(f"  bytes per token: measured {row['bytes_per_token']['measured_per_rank']}, "
           f"model {row['bytes_per_token']['model']:.0f}")
     assert all(m == row["bytes_per_token"]["model"] for m in row["bytes_per_token"]["measured_per_rank"])
+    # the reading below
+    step, cpu_s = row["step_s"], row["cpu_s_busiest_rank"]
+    work_share = cpu_s["2 ranks x 1 thread"] / cpu_s["1 rank x 1 thread"]
+    on_cpu = cpu_s["2 ranks x 1 thread"] / step["2 ranks x 1 thread"]
+    print(f"  each rank's CPU time / one process's: {work_share:.0%}; share of the 2-rank step on the CPU: "
+          f"{on_cpu:.0%}")
+    assert 0.5 < work_share < 0.7 and 0.4 < on_cpu < 0.6
+    assert step["2 ranks x 1 thread"] > step["1 rank x 2 threads"] and row["exchange_share_of_step"] < 0.1
+    assert row["collectives_per_step_2_ranks"] == 6
 print(f"{len(results)} result file(s)")
 
 # %% [markdown]
@@ -387,11 +407,13 @@ print(f"{len(results)} result file(s)")
 #   the backward is the same exchange reversed, and each slice's gradient is local.
 # * It equals the one-process read: outputs and value gradients bit for bit, weight gradients to fp32 rounding, for
 #   uneven token counts, empty ranks, duplicate and hot rows, sparse gradients with `RowSparseAdam`, and the PKM,
-#   Memory+ and PEER layers. Two ranks train the one-rank loss curve to ~1e-7; checkpoints re-shard across world sizes.
+#   Memory+ and PEER layers. Two ranks train the one-rank loss curve: the losses agree to 1e-5 over the first 20 steps
+#   and to 1e-4 over 60 (fp32 roundings that training does not damp); checkpoints re-shard across world sizes.
 # * Bytes per token: (P−1)·B·(s_idx+s_w) + (P−1)/P·d·e forward. At the paper's settings (P = 8, 4 × top-32, d =
 #   1024, bf16) that is 7,168 B — 4× less than one tensor-parallel FFN all-reduce, and a fifth of the bag's own HBM time
 #   on NVLink.
-# * Rows would cost P× more bytes back and put hot rows' work on one rank.
+# * Rows would cost P× more bytes back (14,336 against 1,792 B/token at P = 8) and put hot rows' work on one rank: the
+#   busiest of 8 ranks does 1.69× the mean under Zipf-distributed reads, against 1.00 for columns.
 # * MemoryFormer's per-layer tables do not need it and would pay an exchange in every block; Memory+'s one huge pool
 #   is what column sharding is for.
 
@@ -484,3 +506,41 @@ print(f"exercise 2: {per_gpu / 1e6:.1f} MB forward per GPU -> {per_gpu / 450e9 *
 crossover = 1024 * 2 / (128 * 6)
 print(f"exercise 3: indices dominate from P > {crossover:.2f}")
 assert round(per_gpu / 450e9 * 1e6) == 65 and round(8 * 4096 * 128 * 128 * 2 / 3.35e12 * 1e6) == 321
+
+
+# %% [markdown]
+# ### Exercise 5 (build): a rank's columns
+#
+# Write `column_shard(table, rank, world)`: the part of an (n × d) value table that rank `rank` of a group of `world`
+# ranks holds under memory parallelism — **every row**, and its block of nearly d/P columns, the first d mod P ranks
+# one column more (7 columns over 2 ranks: 4 + 3), in rank order. A group larger than d would leave a rank with no
+# column: raise `ValueError` then. The checker compares every rank's slice with memlab's split
+# (`memlab.reading.sharded_bag.column_range`, which `memlab.shard_values_` uses) on odd shapes, and checks that the
+# slices side by side give back the table.
+
+# %%
+def column_shard(table, rank, world):
+    raise NotImplementedError  # your code here
+
+
+# %%
+memlab.exercises.check_column_shard(column_shard)
+
+# %% [markdown]
+# <details><summary>Answer</summary>
+#
+# ```python
+# def column_shard(table, rank, world):
+#     d = table.shape[1]
+#     if world > d:
+#         raise ValueError(f"{d} columns cannot be split over {world} ranks: every rank needs one")
+#     base, extra = divmod(d, world)
+#     start = rank * base + min(rank, extra)              # ranks before this one: base columns each, extra of them +1
+#     stop = start + base + (1 if rank < extra else 0)
+#     return table[:, start:stop]                          # the same as torch.tensor_split(table, world, dim=1)[rank]
+# ```
+#
+# A view, not a copy: `memlab.ShardedValues` copies it into a parameter of its own, so each process keeps only n·d/P
+# numbers. Cutting by columns gives every rank the same work whatever the indices are (section 5); cutting by rows
+# (`table[start:stop]` with rows instead) would not.
+# </details>
