@@ -272,8 +272,9 @@ if df is None:
 else:
     print(f"{done['ok']} of {runs} runs finished, {done['failed']} failed, {done['pending']} pending in the file.")
     if not full_study:
-        print("THE FULL STUDY HAS NOT BEEN RUN YET: what follows is the pilot only (one seed, a few points), a check "
-              "that the pipeline works end to end — not the result. Run `make capacity` for the study.")
+        print("THE STUDY IS NOT COMPLETE: what follows is the runs finished so far (the pending ones are listed "
+              "below), so every verdict is provisional. `make capacity` resumes the rest.")
+        print("pending:", "; ".join(sorted(set(df.loc[df["status"] == "pending", "point"]))))
 
 # %%
 if df is not None and done["ok"]:
@@ -393,10 +394,13 @@ if records:
 #   the knowledge base holds 16 000 bits, less than 1.5 × dense's mean. For PKM the rule's verdict there is a null
 #   result; for Memory+ the interval of the margin contains 0.
 # * **Controls:** held-out entities score at chance for every run; zeroing layer 1's FFN slot (the memory) drops
-#   ranking accuracy to 1–5 %, so the facts live in that slot; PKM's prompts read 4–6 % of its 16 384 values and
-#   Memory+'s 22 %.
-# * Where the claim is decided is N = 1 000, where dense learned nothing in its budget; the memory models' runs there
-#   are what the study still needs.
+#   ranking accuracy to 1–10 %, so the facts live in that slot; the prompts read 2–6 % of PKM's 16 384 values, 9 %
+#   (N = 1 000) to 22 % (N = 500) of Memory+'s.
+# * **At N = 1 000** (one seed each, so the rule says "inconclusive"): after 400 exposures Memory+ stores ≈ 9 900 bits
+#   (15 % of the facts ranked first) and PKM ≈ 2 100, where dense stored ≈ 370 — but dense's run was cut at 353
+#   exposures by the time cap, so the comparison is not at equal exposures either. Read it as a direction worth the
+#   two more seeds the claim needs, not as the result: Memory+ starts storing facts at a size where dense, in this
+#   budget, does not.
 
 # %%
 res = capacity.summary(df).set_index(["arch", "N"])
@@ -412,12 +416,16 @@ mp, pk, de = (res.loc[(a, 500), "kb_bits_mean"] for a in ("memoryplus", "pkm", "
 assert res.loc[("memoryplus", 500), "n"] == res.loc[("pkm", 500), "n"] == 3
 assert 1.1 < mp / de < 1.35 and 0.85 < pk / de < 1.1 and 1.5 * de > knowledge.bits_in(500)
 assert res.loc[("memoryplus", 500), "kb_rank_acc_mean"] > 0.95
-assert (ok_runs["kb_heldout_rank_acc"] < 0.05).all() and (ok_runs["kb_zeroed_rank_acc"] < 0.06).all()
+assert (ok_runs["kb_heldout_rank_acc"] < 0.05).all() and (ok_runs["kb_zeroed_rank_acc"] < 0.11).all()
 rows_hit = res["kb_rows_hit_fraction_mean"].dropna()
-assert 0.03 < rows_hit.loc["pkm"].min() and rows_hit.loc["pkm"].max() < 0.07
-assert 0.2 < rows_hit.loc[("memoryplus", 500)] < 0.25
-verdict_500 = verdict_rows.set_index(["arch", "N"])["verdict"]
-assert verdict_500[("pkm", 500)] == capacity.FAILS and verdict_500[("memoryplus", 500)] == capacity.OVERLAP
+assert 0.015 < rows_hit.loc["pkm"].min() and rows_hit.loc["pkm"].max() < 0.07
+assert 0.2 < rows_hit.loc[("memoryplus", 500)] < 0.25 and 0.08 < rows_hit.loc[("memoryplus", 1000)] < 0.1
+verdict_at = verdict_rows.set_index(["arch", "N"])["verdict"]
+assert verdict_at[("pkm", 500)] == capacity.FAILS and verdict_at[("memoryplus", 500)] == capacity.OVERLAP
+assert verdict_at[("memoryplus", 1000)] == verdict_at[("pkm", 1000)] == capacity.FEW_SEEDS
+assert 9_500 < res.loc[("memoryplus", 1000), "kb_bits_mean"] < 10_500 and 0.1 < res.loc[("memoryplus", 1000), "kb_rank_acc_mean"] < 0.2
+assert 1_800 < res.loc[("pkm", 1000), "kb_bits_mean"] < 2_400 and res.loc[("dense", 1000), "kb_bits_mean"] < 500
+assert res.loc[("memoryplus", 1000), "kb_exposures_mean"] == res.loc[("pkm", 1000), "kb_exposures_mean"] == 400
 
 # %% [markdown]
 # ## Exercises

@@ -210,6 +210,7 @@ def plot_ppl_vs_flops(results: list[dict]):
     ax.set_xscale("log")
     ax.set_xlabel("forward FLOPs per token (multiply-adds)")
     ax.set_ylabel("validation perplexity (per byte)")
+    ax.set_title("perplexity against cost (one seed per model)")
     ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
     return fig
@@ -224,23 +225,6 @@ def usage_series(result: dict, statistic: str = "fraction_used") -> dict[str, tu
             steps.append(entry["step"])
             values.append(summary[statistic])
     return series
-
-
-def plot_usage(results: list[dict], statistics: tuple[str, ...] = ("fraction_used", "kl_uniform")):
-    """Usage statistics of every memory layer over training, one panel per statistic."""
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(statistics), figsize=(5 * len(statistics), 3.6), squeeze=False)
-    for ax, stat in zip(axes[0], statistics):
-        for r in results:
-            for layer, (steps, values) in usage_series(r, stat).items():
-                ax.plot(steps, values, marker=".", label=f"{r['model']} {layer}")
-        ax.set_xlabel("step")
-        ax.set_title(stat)
-        ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    return fig
 
 
 def observations(results: list[dict]) -> list[str]:
