@@ -67,3 +67,14 @@ def _seed():
     """Every test starts from the same RNG state, so failures reproduce."""
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(scope="session")
+def text_file(tmp_path_factory):
+    """A small text corpus for training tests: the docstrings of the standard library's argparse module."""
+    from memlab.lab import data as data_lib
+
+    path = tmp_path_factory.mktemp("corpus") / "docs.txt"
+    docs = data_lib.docstrings_from_source((data_lib.stdlib_dir() / "argparse.py").read_bytes(), "argparse")
+    path.write_text("\n\n".join(d for _, d in docs))
+    return path

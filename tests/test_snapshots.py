@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from memlab.addressing.product_keys import half_scores
-from memlab.lab import data as data_lib
 from memlab.lab import snapshots as snap
 from memlab.lab import sweep
 from memlab.lab.models import ModelConfig, build_model, usage_counts
@@ -19,14 +18,6 @@ from memlab.layers.product_key_memory import ProductKeyMemory
 
 TINY = dict(d_model=16, n_layers=2, n_heads=2, seq_len=16, tau=4, expand_bits=1, pkm_n_keys=8, pkm_heads=2,
             pkm_topk=2, moe_experts=4, moe_topk=2, n_memory_layers=2)
-
-
-@pytest.fixture(scope="module")
-def text_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("corpus") / "docs.txt"
-    docs = data_lib.docstrings_from_source((data_lib.stdlib_dir() / "argparse.py").read_bytes(), "argparse")
-    path.write_text("\n\n".join(d for _, d in docs))
-    return path
 
 
 def tiny_train(tmp_path, text_file, **kw):

@@ -15,7 +15,6 @@ import pandas as pd
 import pytest
 
 from memlab.__main__ import main
-from memlab.lab import data as data_lib
 from memlab.lab import sweep
 from memlab.lab.studies import STUDIES, Study, get_study, study_names
 
@@ -27,14 +26,6 @@ TINY_TRAIN = dict(steps=4, batch_size=4, warmup_steps=1, eval_every=4, eval_batc
 TINY_SETS = [f"{k}={v}" for k, v in {**TINY_MODEL, "steps": 40, "batch_size": 4, "warmup_steps": 2, "eval_every": 40,
                                      "eval_batches": 1, "stats_every": 40, "ckpt_every": 1, "fact_entities": 8}.items()
              if k != "model"]
-
-
-@pytest.fixture(scope="module")
-def text_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("corpus") / "docs.txt"
-    docs = data_lib.docstrings_from_source((data_lib.stdlib_dir() / "argparse.py").read_bytes(), "argparse")
-    path.write_text("\n\n".join(d for _, d in docs))
-    return path
 
 
 def tiny_study(text_file, name="tiny", **kw) -> Study:

@@ -17,14 +17,6 @@ TINY = dict(d_model=16, n_layers=2, n_heads=2, seq_len=16, tau=4, expand_bits=1,
             pkm_topk=2, moe_experts=4, moe_topk=2)
 
 
-@pytest.fixture(scope="module")
-def text_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("corpus") / "docs.txt"
-    docs = data_lib.docstrings_from_source((data_lib.stdlib_dir() / "argparse.py").read_bytes(), "argparse")
-    path.write_text("\n\n".join(d for _, d in docs))
-    return path
-
-
 def tiny_train(tmp_path, text_file, **kw):
     base = dict(out_dir=str(tmp_path / "runs"), text=str(text_file), steps=8, batch_size=4, warmup_steps=2,
                 eval_every=4, eval_batches=2, stats_every=4, ckpt_every=4, log_every=4, fact_entities=8,

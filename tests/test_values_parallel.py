@@ -31,7 +31,6 @@ import torch
 
 from memlab import ShardedValues
 from memlab.lab import comm_model
-from memlab.lab import data as data_lib
 from memlab.lab import parallel_checks
 from memlab.lab.distributed import RanksFailed, run_ranks, start_ranks
 from memlab.lab.train import load_checkpoint, train
@@ -156,14 +155,6 @@ def test_measured_bytes_equal_the_model(checks):
 # ------------------------------------------------------------------------------------------------ training
 TINY = dict(model="memoryplus", d_model=32, n_layers=2, n_heads=2, seq_len=16, pkm_n_keys=8, pkm_heads=2,
             pkm_topk=4, pkm_v_dim=21)  # 21 value columns: 11 + 10
-
-
-@pytest.fixture(scope="module")
-def text_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("corpus") / "docs.txt"
-    docs = data_lib.docstrings_from_source((data_lib.stdlib_dir() / "argparse.py").read_bytes(), "argparse")
-    path.write_text("\n\n".join(d for _, d in docs))
-    return path
 
 
 @pytest.fixture(scope="module")
