@@ -19,6 +19,14 @@ from typing import Callable
 from .view import View
 
 
+def set_options(control, options: list, keep) -> None:
+    """Give a selection control new ``options`` (only if they changed), selecting ``keep``: what a run explorer does
+    when the chosen run changes and its layers or snapshot steps with it."""
+    if list(control.options) != list(options):
+        control.options = options
+        control.value = keep
+
+
 class Dashboard:
     """Controls (name → ipywidgets value widget, named after the function's arguments), an image, a stats table.
 

@@ -151,7 +151,7 @@ def run_explorer_widget(runs: dict | None = None, root: str = "runs", **initial)
     under ``root``), layer, family, table, step, layout. Returns a ``Dashboard``."""
     import ipywidgets as widgets
 
-    from .dashboard import Dashboard
+    from .dashboard import Dashboard, set_options
 
     runs = {label: r for label, r in load_runs(runs if runs is not None else find_runs(root)).items()
             if r.layers("hash")}
@@ -177,14 +177,8 @@ def run_explorer_widget(runs: dict | None = None, root: str = "runs", **initial)
         c = dash.controls
         run = c["run"].value
         layers = hash_layer_ids(run)
-        if list(c["layer"].options) != layers:
-            keep = c["layer"].value if c["layer"].value in layers else layers[0]
-            c["layer"].options = layers
-            c["layer"].value = keep
-        if list(c["step"].options) != run.steps:
-            keep = run.snapshots.step(c["step"].value)
-            c["step"].options = run.steps
-            c["step"].value = keep
+        set_options(c["layer"], layers, c["layer"].value if c["layer"].value in layers else layers[0])
+        set_options(c["step"], run.steps, run.snapshots.step(c["step"].value))
         tables = run.snapshots.layers[hash_layer_name(c["layer"].value, c["family"].value)]["tables"]
         c["table"].max = tables - 1
         if changed == "":

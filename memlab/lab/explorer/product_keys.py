@@ -151,7 +151,7 @@ def product_key_widget(runs: dict | None = None, root: str = "runs", **initial):
     """The product-key explorer with controls: run, layer, head, step, k. Returns a ``Dashboard``."""
     import ipywidgets as widgets
 
-    from .dashboard import Dashboard
+    from .dashboard import Dashboard, set_options
 
     runs = {label: r for label, r in load_runs(runs if runs is not None else find_runs(root)).items()
             if r.layers("product_keys")}
@@ -174,14 +174,8 @@ def product_key_widget(runs: dict | None = None, root: str = "runs", **initial):
         c = dash.controls
         run = c["run"].value
         layers = run.layers("product_keys")
-        if list(c["layer"].options) != layers:
-            keep = c["layer"].value if c["layer"].value in layers else layers[0]
-            c["layer"].options = layers
-            c["layer"].value = keep
-        if list(c["step"].options) != run.steps:
-            keep = run.snapshots.step(c["step"].value)
-            c["step"].options = run.steps
-            c["step"].value = keep
+        set_options(c["layer"], layers, c["layer"].value if c["layer"].value in layers else layers[0])
+        set_options(c["step"], run.steps, run.snapshots.step(c["step"].value))
         info = run.snapshots.layers[c["layer"].value]
         c["head"].max = info["heads"] - 1
         kmax = run.snapshots.scores(c["layer"].value, c["step"].value)[0].shape[-1]
