@@ -14,7 +14,7 @@ help:
 	@echo "make notebooks       re-execute every notebook in full mode and refresh the committed .ipynb"
 	@echo "make bench           kernel benchmarks (kernels/bench.py)"
 	@echo "make ablations       every ablation study (python -m memlab sweep --list); cached and resumable: rerun after a kill"
-	@echo "make capacity        the factual-capacity study of notebook 07 (~100 min on 2 cores); cached and resumable"
+	@echo "make capacity        the factual-capacity study of notebook 07 (~2 h on 2 cores); cached and resumable"
 	@echo "make browser-test    notebook 08 in JupyterLab + headless Chromium (needs: apt-get install chromium; pip install -e '.[browser]')"
 
 $(STAMP): pyproject.toml
@@ -59,6 +59,7 @@ ablations: $(STAMP)
 # notebook reads it). JOBS=2 by default: its tiny single-thread runs keep both cores busy. Resumes after a kill.
 capacity: $(STAMP)
 	$(PY) -m memlab sweep --study capacity --jobs $(or $(CAPACITY_JOBS),2) --export data/capacity
+	$(PY) -c "from memlab.lab import capacity; capacity.export_curves()"  # data/capacity/capacity.curves.csv
 
 # Notebook 08 run in a real JupyterLab by headless Chromium (Playwright): widgets render, a slider redraws the plot.
 # Skips with the reason when Chromium or Playwright is missing; screenshots go to runs/browser/. ~1-3 min.

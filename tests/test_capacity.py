@@ -237,6 +237,29 @@ def test_the_sweep_turns_kb_metrics_into_columns_and_exports_details(tmp_path):
     assert record["model"] == "pkm" and record["kb_entities"] == 4 and record["details"]["sample"]
 
 
+def test_curves_average_each_runs_loss_over_windows_and_skip_unfinished_runs(tmp_path, monkeypatch):
+    folder = tmp_path / capacity.STUDY
+    folder.mkdir()
+    tasks = [{"key": "a", "point": "dense, N=10", "seed": 0}, {"key": "b", "point": "dense, N=10", "seed": 1},
+             {"key": "c", "point": "pkm, N=10", "seed": 0}]
+    (folder / "manifest.json").write_text(json.dumps({"format": sweep.FORMAT, "study": "capacity", "tasks": tasks}))
+    history = [{"step": i + 1, "loss": float(i)} for i in range(5)]  # losses 0 1 2 3 4
+    for key, status in (("a", "ok"), ("b", "failed")):  # "c" never finished
+        record = {"format": sweep.FORMAT, "key": key, "status": status,
+                  "results": {"history": history, "steps": 5, "kb_exposures": 10.0}}
+        (folder / f"{key}.json").write_text(json.dumps(record))
+    path = capacity.export_curves(tmp_path, tmp_path / "capacity.curves.csv", window=2)
+    monkeypatch.setenv("MEMLAB_CAPACITY", str(tmp_path))
+    curves = capacity.load_curves()
+    assert path == tmp_path / "capacity.curves.csv"
+    assert curves[["step", "exposures", "loss"]].values.tolist() == [[2, 4.0, 0.5], [4, 8.0, 2.5], [5, 10.0, 4.0]]
+    assert set(curves["arch"]) == {"dense"} and set(curves["N"]) == {10} and set(curves["seed"]) == {0}
+    ax = capacity.plot_curves(curves, 10)
+    assert len(ax.lines) >= 1 and "exposures" in ax.get_xlabel()
+    assert capacity.export_curves(tmp_path / "nothing-here", tmp_path / "x.csv") is None
+    assert not (tmp_path / "x.csv").exists()
+
+
 # ---------------------------------------------------------------------------------------------------------- the study
 def test_capacity_study_is_matched_in_flops_and_gives_each_point_its_exposures():
     study = STUDIES["capacity"]
@@ -258,7 +281,8 @@ def test_capacity_study_is_matched_in_flops_and_gives_each_point_its_exposures()
         assert abs(flops[arch] / flops["dense"] - 1) < 0.05, arch  # matched FLOPs/token
     assert 8 < flops["dense-10x"] / flops["dense"] < 12
     assert flops["memoryformer"] < flops["dense"]
-    bend = [capacity_label(a, n) for a in CAPACITY_BEND["archs"] for n in CAPACITY_BEND["entities"]]
+    bend = [capacity_label(arch, n) for arch, n in CAPACITY_BEND]
+    assert len(bend) == 5 and set(bend) <= {label for label, _ in study.point_list()}
     assert {label: study.seeds_of(label) for label in bend} == {label: 3 for label in bend}
     assert sum(study.seeds_of(label) == 1 for label, _ in study.point_list()) == len(study.point_list()) - len(bend)
 

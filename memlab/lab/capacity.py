@@ -8,6 +8,9 @@ verdict on the pre-registered claim, the figures, and the notebook's fact-and-ro
     verdict               the pre-registered claim, decided from the numbers (Welch CIs, ``verdicts.compare``)
     plot_capacity         bits (or accuracy, bits per parameter) against N, one line per architecture
     fact_view             one run's per-attribute scores and the memory rows its prompts read (the widget's update)
+    export_curves / load_curves / plot_curves
+                          training loss against exposures, per run (``capacity.curves.csv``): when each seed leaves
+                          its plateau, which decides what it stores at the edge of the budget
 
 The task and the probe are in ``knowledge.py``; the study's design in ``studies.py`` (``capacity``).
 """
@@ -214,3 +217,66 @@ def fact_view(records: dict, model: str, n_entities: int, seed: int | None = Non
             + (layer_text or "no memory rows (dense)."))
     return {"found": True, "text": text, "per_attribute": details["per_attribute"], "facts": facts,
             "shared_rows": shared}
+
+
+#: Training steps averaged into one point of ``capacity.curves.csv``.
+CURVE_WINDOW = 250
+
+
+def export_curves(out: str | os.PathLike = "runs/sweeps", path: str | os.PathLike | None = None,
+                  window: int = CURVE_WINDOW) -> Path | None:
+    """Write every finished run's training loss, averaged over windows of ``window`` steps, as
+    ``capacity.curves.csv`` (point, seed, step, exposures, loss; ``make capacity`` runs it after the sweep); a few
+    kB where the runs' per-step histories are megabytes. None when no finished run has a history."""
+    import pandas as pd
+
+    from .io import atomic_write_text
+    from .sweep import read_result, study_dir
+
+    folder = study_dir(STUDY, out)
+    manifest = folder / "manifest.json"
+    rows = []
+    for entry in json.loads(manifest.read_text())["tasks"] if manifest.is_file() else []:
+        record = read_result(folder / f"{entry['key']}.json", entry["key"])
+        results = (record or {}).get("results") or {}
+        history, steps = results.get("history") or [], results.get("steps") or 0
+        if record is None or record["status"] != "ok" or not history or not steps:
+            continue
+        exposures_per_step = (results.get("kb_exposures") or 0) / steps
+        for start in range(0, len(history), window):
+            chunk = history[start:start + window]
+            step = chunk[-1]["step"]
+            rows.append({"point": entry["point"], "seed": entry["seed"], "step": step,
+                         "exposures": step * exposures_per_step,
+                         "loss": sum(h["loss"] for h in chunk) / len(chunk)})
+    if not rows:
+        return None
+    target = Path(path) if path is not None else capacity_dir() / f"{STUDY}.curves.csv"
+    return atomic_write_text(target, pd.DataFrame(rows).to_csv(index=False, float_format="%.5g"))
+
+
+def load_curves(folder: str | os.PathLike | None = None):
+    """``capacity.curves.csv`` with ``arch`` and ``N`` columns; None if absent."""
+    import pandas as pd
+
+    path = Path(folder if folder is not None else capacity_dir()) / f"{STUDY}.curves.csv"
+    if not path.is_file():
+        return None
+    df = pd.read_csv(path)
+    parts = df["point"].astype(str).str.split(", N=", n=1, expand=True)
+    return df.assign(arch=parts[0], N=parts[1].astype(int))
+
+
+def plot_curves(curves, n_entities: int, archs=("dense", "memoryplus"), ax=None, title: str = ""):
+    """Training loss against exposures per fact at N = ``n_entities``, one line per (architecture, seed): a seed
+    that leaves the plateau late stores little by the end of the budget."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    ax = ax or plt.subplots(figsize=(7, 4))[1]
+    part = curves[(curves["N"] == n_entities) & curves["arch"].isin(archs)]
+    sns.lineplot(data=part, x="exposures", y="loss", hue="arch", style="seed", units=None, estimator=None,
+                 ax=ax, hue_order=[a for a in archs if a in set(part["arch"])])
+    ax.set(xlabel="exposures per fact", ylabel="training loss (nats per byte)",
+           title=title or f"training loss at N = {n_entities}, one line per seed")
+    return ax
