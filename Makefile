@@ -11,7 +11,7 @@ help:
 	@echo "make demo            create .venv if needed, then train and compare tiny dense / MemoryFormer / Memory+ LMs"
 	@echo "make compare         layer-level comparison vs nn.Linear (python -m memlab compare)"
 	@echo "make test            create .venv if needed, then run every test (unit, Triton interpreter, nbval)"
-	@echo "make notebooks       re-execute every notebook in full mode and refresh the committed .ipynb"
+	@echo "make notebooks       re-execute every notebook in full mode and refresh the committed .ipynb (~16 min)"
 	@echo "make bench           kernel benchmarks (kernels/bench.py)"
 	@echo "make ablations       every ablation study (python -m memlab sweep --list); cached and resumable: rerun after a kill"
 	@echo "make capacity        the factual-capacity study of notebook 07 (~2 h on 2 cores); cached and resumable"
