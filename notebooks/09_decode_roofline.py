@@ -204,13 +204,13 @@ for B, k in outside:
 #
 # * **Skinny matrix products.** A (B × d) by (d × 4d) product at B = 2 … 16 is neither a matrix-vector product nor a
 #   full matrix product: on this CPU it streams its weights at a quarter to a half of the copy bandwidth, so the dense
-#   FFN and `nn.Linear` sit 2–4× above their bytes there, and back within ~1.5× at B = 1 (a GEMV at near the copy
+#   FFN and `nn.Linear` sit 2–5× above their bytes there, and back within ~1.5× at B = 1 (a GEMV at near the copy
 #   rate) and from B ≈ 64 on (compute-bound, near the 1024² product's FLOP/s). This is the largest gap, and it is the
 #   dense side's.
 # * **PKM and Memory+ carry the same skinny products** (W_q, and W1, W2) plus a dozen small ops per call (query
-#   norm, the half-score product, the C top-k, the bag): 2–4× their bytes at small B, ~2× at large B.
+#   norm, the half-score product, the C top-k, the bag): 2–5× their bytes at small B, ~2–2.5× at large B.
 # * **MoE's expert loop.** `MoEFFN` loops over its experts in Python and gathers each expert's tokens, a skinny
-#   product per expert: 2–3× its bytes.
+#   product per expert: 1.4–5× its bytes (the most at B = 16 … 64, where each expert gets a few tokens).
 # * **Fixed costs per call.** Python, dispatch and a C call cost ~10–60 µs per layer whatever its bytes: a
 #   MemoryFormer layer at B = 1 reads 0.5 MB (~60 µs at this bandwidth), so its ratio there is mostly overhead.
 # * **Cache effects the model ignores.** A row hit by several tokens of one batch is re-read from cache (the model
@@ -324,7 +324,7 @@ assert step_mb(mplus, 1) < 0.7 * step_mb(ffn, 1)                # Memory+ reads 
 #   Memory+ reads 0.58× a dense FFN's bytes. MoE reads the dense FFN's bytes at B = 1 (1.00×) but 3.89× at B = 16, once
 #   its tokens spread over all experts.
 # * Measured stacks (weights > last-level cache, one thread): the dense layers are within 1.75× of their roofline at
-#   B = 1 and B = 256, 2–4× above it in between (skinny products; every point within 6× on a shared machine),
+#   B = 1 and B = 256, 2–5× above it in between (skinny products; every point within 6× on a shared machine),
 #   and no layer beats its roofline by more than 2.5×; section 4
 #   explains the gaps (skinny matrix products at B = 2 … 64, the product-key layers' small ops, MoE's expert loop,
 #   fixed per-call costs). On this CPU the measured MemoryFormer-vs-Linear
