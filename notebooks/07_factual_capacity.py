@@ -46,7 +46,7 @@ from IPython.display import display
 
 from memlab.lab import capacity, data, demo, knowledge
 from memlab.lab.models import ModelConfig, build_model
-from memlab.lab.studies import CAPACITY_ARCHS, CAPACITY_EXPOSURES, STUDIES
+from memlab.lab.studies import CAPACITY_ARCHS, CAPACITY_BEND, CAPACITY_EXPOSURES, STUDIES
 
 if FAST:
     torch.set_num_threads(1)
@@ -361,7 +361,9 @@ if df is not None and done["ok"]:
 # as a seen one — it makes a value up — and the bits measure charges for confidence that is wrong. Zeroing layer 1's
 # FFN slot collapses accuracy for dense as well as for the memory models: in a two-layer model that slot is where
 # dense keeps its facts, and in the memory models it *is* the memory; what the control shows is that nothing else
-# (attention, embeddings) holds them.
+# (attention, embeddings) holds them. MemoryFormer is the exception: every projection in it is a hash table, its
+# attention's included, and zeroing layer 1's Memory Block leaves most of its accuracy in place — its facts are spread
+# over the tables.
 
 # %% [markdown]
 # ## 8. Explore one run
@@ -411,29 +413,39 @@ if records:
 #   sentence about 17 times, against the ~100 exposures that storage takes — exposures, not capacity, were the limit.
 # * **The task and its scoring** are checked on distributions whose answer is known: a uniform guess stores exactly
 #   0 bits and ranks the truth first with probability exactly 1/V.
-# * **The study so far** (the cell below prints it from `data/capacity/capacity.csv`; it is not complete — see the
-#   progress line in §6): at 400 exposures per fact dense-tiny stores essentially all 4 000 and 8 000 bits of N = 125
-#   and 250; at N = 500 it ranks 55–78 % of the facts first over three seeds; at N = 1 000 only 1–11 % (0.6 k–7.5 k
-#   bits). That drop is not a capacity limit — a full model does not store fewer bits when given more facts — but a
-#   limit of learning speed: the rule of §5 calls N = 500 dense's saturation point, and labels it "parameters" because
-#   dense ranked more than half the facts of N = 500 first, but the numbers say dense ran out of *exposures*.
+# * **The study** (all 36 runs finished; the cell below prints them from `data/capacity/capacity.csv`): at 400
+#   exposures per fact every model at dense-tiny's FLOPs stores ≥ 98.7 % of N = 125's 4 000 bits, and so does the
+#   10×-FLOPs dense ceiling; MemoryFormer, at 0.56× the FLOPs, stores 62 %. Dense-tiny stores 99 % of N = 250, ranks
+#   55–78 % of N = 500 first over three seeds, and only 1–11 % of N = 1 000 (0.6 k–7.5 k bits). That drop is not a
+#   capacity limit — a full model does not store fewer bits when given more facts — but a limit of learning speed: the
+#   rule of §5 calls N = 500 dense's saturation point, and labels it "parameters" because dense ranked more than half
+#   the facts of N = 500 first, but the numbers say dense ran out of *exposures*.
 # * **The plateau says why.** Every run learns the line format first and then stores nothing for a while (training
-#   loss ≈ 0.87 nats per byte). At N = 500 every run left that plateau after 168–204 exposures and had half its budget
-#   left to store values; at N = 1 000 they left it after 257–323, so what a seed stores by exposure 400 depends on
-#   when it left — the lower its loss at the end, the more bits it stored.
+#   loss ≈ 0.87 nats per byte). At N = 500 every run at dense-tiny's FLOPs or more left that plateau after 168–216
+#   exposures and had about half its budget left to store values; at N = 1 000 they left it after 257–323, so what a
+#   run stores by exposure 400 depends on when it left — the lower its loss at the end, the more bits it stored.
+#   (MemoryFormer, all hash tables, leaves it earlier — 108 and 192 exposures — and still stores less.)
 # * **At N = 500**, with three seeds each, Memory+ stores the most (≈ 97 % of the facts ranked first, ≈ 1.2× dense's
-#   bits) and PKM about as much as dense (≈ 0.97×). The pre-registered 1.5× cannot happen at N = 500 for any model:
-#   the knowledge base holds 16 000 bits, less than 1.5 × dense's mean. For PKM the rule's verdict there is a null
-#   result; for Memory+ the interval of the margin contains 0.
+#   bits) — as much as the dense model with 10× the FLOPs (one seed) — and PKM about as much as dense (≈ 0.97×). The
+#   pre-registered 1.5× cannot happen at N = 500 for any model: the knowledge base holds 16 000 bits, less than
+#   1.5 × dense's mean. For PKM the rule's verdict there is a null result; for Memory+ the interval of the margin
+#   contains 0.
 # * **At N = 1 000**, with three seeds each, Memory+'s mean is ≈ 1.8× dense's (≈ 6.4 k against 3.5 k bits), but
 #   each side's seeds span more than a factor of ten (Memory+ 0.7 k–9.9 k, dense 0.6 k–7.5 k): the interval of the
-#   margin contains 0, so the claim is **inconclusive** there as well. PKM (one seed) stored 2.1 k. The direction
-#   seen in the first seed — Memory+ storing where dense does not — did not survive two more seeds on each side.
-# * **Controls:** held-out entities score at chance for every run; zeroing layer 1's FFN slot (the memory) drops
-#   ranking accuracy to 1–10 %, so the facts live in that slot; the prompts read 2–7 % of PKM's 16 384 values, and
-#   19–26 % of Memory+'s at N = 500 (0.6–9 % at N = 1 000, fewer where fewer facts were stored).
-# * **Verdict so far:** not shown. No memory model stores 1.5× dense's bits beyond seed noise at any N finished;
-#   PKM fails the claim at N = 500. What a CPU-sized study can show is the plateau: at these budgets a tiny model's
+#   margin contains 0, so the claim is **inconclusive** there as well. The direction seen in the first seed —
+#   Memory+ storing where dense does not — did not survive two more seeds on each side.
+# * **The other architectures** ran one seed per N, so they describe, not decide. PEER falls behind from N = 250
+#   (63 %, 50 %, 4 % of the bits at N = 250, 500, 1 000) and its prompts read at most 2.7 % of its values. MoE stores
+#   63–68 % at N = 250 and 500. MemoryFormer, at 0.56× the FLOPs, stores 62 %, 35 %, 66 % and 25 % at the four N —
+#   not monotone, as one seed per point allows. PKM stores 2.1 k bits at N = 1 000.
+# * **Controls:** held-out entities score at chance for every run; zeroing layer 1's FFN slot drops ranking accuracy
+#   to 0.6–10 % for every model but MemoryFormer, so the facts live in that slot; MemoryFormer keeps 77–97 % of its
+#   accuracy without layer 1's Memory Block, so its facts live mostly elsewhere (its attention projections and layer 0
+#   are hash tables too). The prompts read 2–7 % of PKM's 16 384 values, and 15–26 % of Memory+'s at N ≤ 500
+#   (0.6–9 % at N = 1 000, fewer where fewer facts were stored).
+# * **Verdict:** the claim is **not shown**. No memory model stores 1.5× dense's bits beyond seed noise at any N; PKM
+#   fails it at N = 500 (a null result); Memory+ is inconclusive at N = 500 and 1 000; PKM and PEER at N = 1 000, and
+#   PEER at 500, have one seed. What this CPU-sized study does show is the plateau: at these budgets a tiny model's
 #   facts are limited by when it starts storing, and that start moves later as N grows. Testing the capacity claim
 #   itself needs more exposures (so that dense finishes learning N = 1 000) or larger N — hours more of CPU per seed.
 
@@ -460,20 +472,37 @@ ratio_1000 = res.loc[("memoryplus", 1000), "kb_bits_mean"] / res.loc[("dense", 1
 assert 1.7 < ratio_1000 < 1.9 and 6_000 < res.loc[("memoryplus", 1000), "kb_bits_mean"] < 6_800
 assert 3_300 < res.loc[("dense", 1000), "kb_bits_mean"] < 3_800
 assert 1_800 < res.loc[("pkm", 1000), "kb_bits_mean"] < 2_400 and res.loc[("pkm", 1000), "n"] == 1
-assert (ok_runs["kb_heldout_rank_acc"] < 0.05).all() and (ok_runs["kb_zeroed_rank_acc"] < 0.11).all()
+assert (res.drop(index=[(a, n) for a, n in CAPACITY_BEND])["n"] == 1).all()  # one seed off the bend
+assert full_study and done["ok"] == runs == 36  # the whole study: the verdict below is final
+assert (ok_runs["kb_heldout_rank_acc"] < 0.05).all()
+not_mf, mf_runs = ok_runs[ok_runs["arch"] != "memoryformer"], ok_runs[ok_runs["arch"] == "memoryformer"]
+assert (not_mf["kb_zeroed_rank_acc"] < 0.11).all()  # the facts live in layer 1's FFN slot...
+assert (mf_runs["kb_zeroed_rank_acc"] / mf_runs["kb_rank_acc"]).between(0.75, 1.0).all()  # ...but not MemoryFormer's
+frac = res["kb_bits_mean"] / [knowledge.bits_in(n) for n in res.index.get_level_values("N")]
+assert all(frac.loc[(a, 125)] > 0.985 for a in ("dense", "moe", "pkm", "memoryplus", "peer", "dense-10x"))
+assert 0.6 < frac.loc[("memoryformer", 125)] < 0.65 and 0.97 < frac.loc[("dense-10x", 500)] < 0.98
+assert abs(res.loc[("dense-10x", 500), "kb_bits_mean"] / mp - 1) < 0.02  # Memory+ at N = 500 = the 10x ceiling
+assert [round(frac.loc[("peer", n)], 2) for n in (250, 500, 1000)] == [0.63, 0.5, 0.04]
+assert 0.6 < frac.loc[("moe", 250)] < 0.7 and 0.6 < frac.loc[("moe", 500)] < 0.7
+assert [round(frac.loc[("memoryformer", n)], 2) for n in (125, 250, 500, 1000)] == [0.62, 0.35, 0.66, 0.25]
 rows_hit = ok_runs.dropna(subset=["kb_rows_hit_fraction"]).groupby(["arch", "N"])["kb_rows_hit_fraction"]
 assert 0.015 < rows_hit.min().loc["pkm"].min() and rows_hit.max().loc["pkm"].max() < 0.075
+assert rows_hit.max().loc["peer"].max() < 0.03 and 0.14 < rows_hit.min().loc[("memoryplus", 125)]
 assert 0.18 < rows_hit.min().loc[("memoryplus", 500)] and rows_hit.max().loc[("memoryplus", 500)] < 0.27
 assert 0.005 < rows_hit.min().loc[("memoryplus", 1000)] and rows_hit.max().loc[("memoryplus", 1000)] < 0.095
 verdict_at = verdict_rows.set_index(["arch", "N"])["verdict"]
 assert verdict_at[("pkm", 500)] == capacity.FAILS and verdict_at[("pkm", 1000)] == capacity.FEW_SEEDS
+assert verdict_at[("peer", 500)] == verdict_at[("peer", 1000)] == capacity.FEW_SEEDS
 assert verdict_at[("memoryplus", 500)] == verdict_at[("memoryplus", 1000)] == capacity.OVERLAP
 assert capacity.HOLDS not in set(verdict_at)
-# the plateau (the table under the N = 1 000 figure): exits at 168-204 exposures for N = 500, 257-323 for 1 000
-exit_500 = plateau.xs(500, level="N")["left plateau at (exposures)"]
-exit_1000 = plateau.xs(1000, level="N")["left plateau at (exposures)"]
-assert 160 < exit_500.min() and exit_500.max() < 210 and 250 < exit_1000.min() and exit_1000.max() < 330
-at_1000 = plateau.xs(1000, level="N")
+# the plateau (the table under the N = 1 000 figure), for the models at dense-tiny's FLOPs or more: exits at 168-216
+# exposures for N = 500, 257-323 for 1 000; MemoryFormer (all hash tables) leaves it earlier
+matched = plateau.drop(index="memoryformer", level="arch")
+exit_500 = matched.xs(500, level="N")["left plateau at (exposures)"]
+exit_1000 = matched.xs(1000, level="N")["left plateau at (exposures)"]
+assert 160 < exit_500.min() and exit_500.max() < 220 and 250 < exit_1000.min() and exit_1000.max() < 330
+assert (plateau.xs("memoryformer", level="arch")["left plateau at (exposures)"] < [exit_500.min(), exit_1000.min()]).all()
+at_1000 = matched.xs(1000, level="N")
 assert at_1000["final loss"].rank().corr(at_1000["kb_bits"].rank()) < -0.7  # Spearman's ρ: lower loss, more bits
 
 # %% [markdown]
