@@ -48,17 +48,23 @@ def capacity_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "data" / "capacity"
 
 
-def load_capacity(folder: str | os.PathLike | None = None):
-    """The committed results as a DataFrame with ``arch`` and ``N`` columns (from the point label "arch, N=…"),
-    one row per (point, seed), pending points included; None if there is no CSV."""
+def _read_points_csv(folder: str | os.PathLike | None, name: str):
+    """``folder/name`` (default folder: ``capacity_dir()``) with ``arch`` and ``N`` columns parsed from the point
+    label "arch, N=…"; None if there is no such file."""
     import pandas as pd
 
-    path = Path(folder if folder is not None else capacity_dir()) / f"{STUDY}.csv"
+    path = Path(folder if folder is not None else capacity_dir()) / name
     if not path.is_file():
         return None
     df = pd.read_csv(path)
     parts = df["point"].astype(str).str.split(", N=", n=1, expand=True)
     return df.assign(arch=parts[0], N=parts[1].astype(int))
+
+
+def load_capacity(folder: str | os.PathLike | None = None):
+    """The committed results as a DataFrame with ``arch`` and ``N`` columns (from the point label "arch, N=…"),
+    one row per (point, seed), pending points included; None if there is no CSV."""
+    return _read_points_csv(folder, f"{STUDY}.csv")
 
 
 def load_details(folder_or_file: str | os.PathLike | None = None) -> dict:
@@ -257,14 +263,7 @@ def export_curves(out: str | os.PathLike = "runs/sweeps", path: str | os.PathLik
 
 def load_curves(folder: str | os.PathLike | None = None):
     """``capacity.curves.csv`` with ``arch`` and ``N`` columns; None if absent."""
-    import pandas as pd
-
-    path = Path(folder if folder is not None else capacity_dir()) / f"{STUDY}.curves.csv"
-    if not path.is_file():
-        return None
-    df = pd.read_csv(path)
-    parts = df["point"].astype(str).str.split(", N=", n=1, expand=True)
-    return df.assign(arch=parts[0], N=parts[1].astype(int))
+    return _read_points_csv(folder, f"{STUDY}.curves.csv")
 
 
 def plot_curves(curves, n_entities: int, archs=("dense", "memoryplus"), ax=None, title: str = ""):
