@@ -297,6 +297,7 @@ def bench_product_keys(quick: bool, peak: float, log, peer_class=None) -> dict:
             + ", ".join(f"{k} {v / 1e6:.2f} MB" for k, v in parts.items()) + ")")
     result = {"config": {"d": d, "n_keys": n_keys, "heads": heads, "topk": topk}, "one_token": one_token}
     del pkm, mplus
+    result["one_token_dram"] = bench_product_keys_dram(d, n_keys, heads, topk, quick, peak, log)
     if peer_class is None:
         log("peer: not run (pass --peer DIR or --install-peer DIR to compare with the PyPI product-key-memory)")
         return result
@@ -335,6 +336,39 @@ def bench_product_keys(quick: bool, peak: float, log, peer_class=None) -> dict:
     return result
 
 
+def bench_product_keys_dram(d: int, n_keys: int, heads: int, topk: int, quick: bool, peak: float, log) -> list[dict]:
+    """The 1-token comparison in the DRAM regime: a stack of copies of each layer whose own weights exceed twice the
+    last-level cache (``memlab.lab.roofline.build_stack``; the product-key layers share one value pool, as Memory
+    Layers at Scale shares it across memory layers), run layer by layer on a new input each call and side by side
+    (``roofline.time_decode``), as a decode step through a model reads every layer's weights from DRAM. The
+    single-layer regime above flatters whichever layer fits the cache (Linear's 4 MB); notebook 09 measures the same
+    at every batch size."""
+    llc = roofline.last_level_cache_bytes()
+    min_bytes = llc // 8 if quick else 2 * llc
+    values = memlab.SharedValues(n_keys**2, d)
+    layer_kw = dict(values=values, n_keys=n_keys, heads=heads, topk=topk)
+    stacks = {"nn.Linear": [torch.nn.Linear(d, d, bias=False).requires_grad_(False)
+                            for _ in range(int(min_bytes // (4 * d * d)) + 1)],
+              "ProductKeyMemory": roofline.build_stack("PKM", d, min_bytes, **layer_kw),
+              "MemoryPlus": roofline.build_stack("Memory+", d, min_bytes, **layer_kw)}
+    per_layer = roofline.time_decode(stacks, 1, d, rounds=5 if quick else 9,
+                                     min_time_per_round=0.005 if quick else 0.05)
+    linear_bytes = sum(roofline.step_bytes(stacks["nn.Linear"][0], 1).values())
+    rows = []
+    for name, stack in stacks.items():
+        nbytes = sum(roofline.step_bytes(stack[0], 1).values())
+        row = {"layer": name, "layers_in_stack": len(stack),
+               "stack_weight_bytes": sum(roofline.weight_bytes(layer, values) for layer in stack),
+               "time_s": per_layer[name], "ratio_to_linear": per_layer[name] / per_layer["nn.Linear"],
+               "bytes": nbytes, "bytes_ratio_to_linear": nbytes / linear_bytes,
+               "multiple_of_bytes_time": per_layer[name] / (nbytes / (peak * 1e9))}
+        rows.append(row)
+        log(f"1 token, DRAM regime ({len(stack)} layers, {row['stack_weight_bytes'] / 2**20:.0f} MiB > 2 x the "
+            f"{llc / 2**20:.0f} MiB cache)  {name:17s} {row['time_s'] * 1e6:8.1f} us per layer  "
+            f"x{row['ratio_to_linear']:.2f} of Linear  = {row['multiple_of_bytes_time']:.2f} x its bytes' time")
+    return rows
+
+
 def bench_arguments(description: str, quick_help: str, out_help: str) -> argparse.ArgumentParser:
     """The options every memlab benchmark script takes: --quick, --out, --threads."""
     ap = argparse.ArgumentParser(description=description)
@@ -368,31 +402,75 @@ def result_header(name: str, quick: bool) -> dict:
             "quick": quick, "versions": environment_report(), "threads": torch.get_num_threads()}
 
 
+def headline(payload: dict) -> dict[str, float]:
+    """The ratios a run's verdicts rest on, flat ("section | row | column" → value): what ``--runs`` compares."""
+    out = {}
+    for b in payload["bags"]:
+        out[f"bag | {b['regime']} {b['direction']} {b['dtype']} | {b['kernel']} | % of peak"] = b["pct_peak"]
+    for row in payload["hash_vs_linear"]:
+        n = row["tokens"]
+        for name, ratio in row["ratio_linear_over"].items():
+            out[f"HashMemory vs Linear | {n} tokens | {name} | Linear time / time"] = ratio
+        for name, ratio in row["fwd_bwd_ratio_linear_over"].items():
+            out[f"HashMemory vs Linear, forward+backward | {n} tokens | {name} | Linear time / time"] = ratio
+    pk = payload.get("product_keys") or {}
+    for regime in ("one_token", "one_token_dram"):
+        for row in pk.get(regime, []):
+            out[f"product keys, {regime.replace('_', ' ')} | {row['layer']} | time / Linear time"] = row["ratio_to_linear"]
+    for name, speedup in (pk.get("peer") or {}).get("speedup_over_peer", {}).items():
+        out[f"product keys vs PyPI peer, forward+backward | {name} | speed-up"] = speedup
+    return out
+
+
+def spread(headlines: list[dict[str, float]]) -> dict[str, dict]:
+    """For every headline ratio: the first (recorded) run's value, the min and max over all runs, and every value."""
+    return {key: {"recorded": headlines[0][key], "min": min(h[key] for h in headlines),
+                  "max": max(h[key] for h in headlines), "values": [h[key] for h in headlines]}
+            for key in headlines[0] if all(key in h for h in headlines)}
+
+
+def measure(args, log, peer_class) -> dict:
+    """One complete run of every section (what ``--runs`` repeats)."""
+    load_before = os.getloadavg()
+    peak = peak_bandwidth(args.quick)
+    log(f"peak bandwidth (measured tensor copy, read+write): {peak:.1f} GB/s")
+    log(f"load average before: {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}")
+    bags = bench_bags(args.quick, peak, log)
+    hvl = bench_hash_vs_linear(args.quick, log)
+    pk = bench_product_keys(args.quick, peak, log, peer_class) if not CUDA else None
+    load_after = os.getloadavg()
+    log(f"load average after: {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}")
+    return {"peak_GBps": peak, "load_average": {"before": list(load_before), "after": list(load_after)},
+            "bags": bags, "hash_vs_linear": hvl, "product_keys": pk}
+
+
 def main(argv=None) -> int:
     ap = bench_arguments(__doc__.split("\n")[0], "small sizes, a few seconds (for tests)", "directory for <device>.json")
     ap.add_argument("--peer", type=Path, default=None, help="import the PyPI product-key-memory from this directory")
     ap.add_argument("--install-peer", type=Path, default=None,
                     help="pip install --target DIR --no-deps the PyPI product-key-memory (and its pure-Python "
                          "imports) first, then compare with it")
+    ap.add_argument("--runs", type=int, default=1,
+                    help="repeat the whole run this many times in one process; the file keeps the first run's rows "
+                         "and, per headline ratio, its min and max over all runs (the spread a verdict must survive)")
     args = parse_bench_arguments(ap, argv)
-    load_before = os.getloadavg()
+    if args.runs < 1:
+        ap.error(f"--runs {args.runs}: give at least 1")
     log = Log()
     name = device_name()
     log(f"device: {name}  torch {torch.__version__}  threads {torch.get_num_threads()}  quick={args.quick}")
-    peak = peak_bandwidth(args.quick)
-    log(f"peak bandwidth (measured tensor copy, read+write): {peak:.1f} GB/s")
-    log(f"load average before: {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}")
-    bags = bench_bags(args.quick, peak, log)
-    hvl = bench_hash_vs_linear(args.quick, log)
-    pk = bench_product_keys(args.quick, peak, log, load_peer(args.peer, args.install_peer, log)) if not CUDA else None
-    load_after = os.getloadavg()
-    log(f"load average after: {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}")
+    peer_class = load_peer(args.peer, args.install_peer, log)
+    runs = []
+    for i in range(args.runs):
+        if args.runs > 1:
+            log(f"--- run {i + 1} of {args.runs}")
+        runs.append(measure(args, log, peer_class))
     payload = {
         **result_header(name, args.quick),
-        "peak_GBps": peak, "peak_method": "torch copy_ of a large fp32 tensor, 2 x bytes / time",
+        "peak_method": "torch copy_ of a large fp32 tensor, 2 x bytes / time",
         "timing": "triton.testing.do_bench" if CUDA else "memlab.lab.timing.time_side_by_side (medians, interleaved)",
-        "load_average": {"before": list(load_before), "after": list(load_after)},
-        "bags": bags, "hash_vs_linear": hvl, "product_keys": pk, "log": log.lines,
+        **runs[0], "runs": args.runs, "spread": spread([headline(r) for r in runs]),
+        "peak_GBps_all_runs": [r["peak_GBps"] for r in runs], "log": log.lines,
     }
     path = args.out / f"{slug(name)}.json"
     atomic_write_json(path, payload)

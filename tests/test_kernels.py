@@ -220,7 +220,7 @@ def test_c_kernel_address_and_forward(threads, n, d_in, d_out, tau):
     """Every work split (tokens or column slices, full groups of 8 tables and a remainder) gives the reference rows,
     weights and output; d_out=1030 leaves a column tail that is not a multiple of 16."""
     torch.manual_seed(3)
-    hm = HashMemory(d_in, d_out, tau=tau, temperature=0.5, bias=True)
+    hm = HashMemory(d_in, d_out, tau=tau, temperature=0.5, bias=True, backend="torch")  # address: the equations
     x = torch.randn(n, d_in)
     x[0, :tau] = 0.0  # sign(0) counts as +
     bias = hm.bias.detach()
@@ -230,6 +230,42 @@ def test_c_kernel_address_and_forward(threads, n, d_in, d_out, tau):
     assert torch.equal(rows, want_rows)
     torch.testing.assert_close(w, want_w.detach(), atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(out, hm.read(want_rows, want_w).detach(), atol=2e-6, rtol=1e-5)
+
+
+@pytest.mark.skipif(not cpu.available(), reason="no C compiler: the pure-torch path is used")
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("weighting", ["paper", "l1"])
+@pytest.mark.parametrize("shape,tau", [((0, 40), 5), ((1, 40), 5), ((3, 11, 40), 5), ((64, 96), 3), ((5, 80), 10),
+                                       ((2, 7, 130), 13)])
+def test_c_address_matches_the_equations(shape, tau, weighting, threads, monkeypatch):
+    """HashMemory.address on the C path (fp32 CPU, backend "auto") gives the equations' rows and weights (backend
+    "torch"), keeps the leading dims, and its closed-form dx equals autograd through the equations. Exact zeros hash
+    to the + side on both paths."""
+    monkeypatch.setattr(cpu, "MIN_PARALLEL_FLOATS", 0)
+    torch.manual_seed(5)
+    d_in = shape[-1]
+    c_path = HashMemory(d_in, 6, tau=tau, weighting=weighting, temperature=0.7)
+    equations = HashMemory(d_in, 6, tau=tau, weighting=weighting, temperature=0.7, backend="torch")
+    x = torch.randn(*shape)
+    if x.numel():
+        x.view(-1, d_in)[0, :tau] = 0.0
+    torch.set_num_threads(threads)
+    try:
+        rows, w = c_path.address(x)
+        xg = x.clone().requires_grad_()
+        if x.numel():
+            xg.data.view(-1, d_in)[0, :tau] = 0.5  # the gradient check away from z = 0 (where the two differ by design)
+        g = torch.randn(*shape[:-1], d_in // tau)
+        dx = torch.autograd.grad(c_path.address(xg)[1], xg, g)[0] if x.numel() else None
+    finally:
+        torch.set_num_threads(1)
+    want_rows, want_w = equations.address(x)
+    assert rows.shape == want_rows.shape == (*shape[:-1], d_in // tau) and rows.dtype == torch.int64
+    assert torch.equal(rows, want_rows)
+    torch.testing.assert_close(w, want_w, atol=1e-6, rtol=1e-5)
+    if dx is not None:
+        want_dx = torch.autograd.grad(equations.address(xg)[1], xg, g)[0]
+        torch.testing.assert_close(dx, want_dx, atol=1e-6, rtol=1e-4)
 
 
 @pytest.mark.skipif(not cpu.available(), reason="no C compiler: the pure-torch path is used")

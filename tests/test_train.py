@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -143,3 +144,41 @@ def test_demo_fast_writes_table_and_plot(tmp_path, text_file, monkeypatch, capsy
     rows = json.loads((out / "results.json").read_text())
     assert [r["model"] for r in rows] == list(demo.DEMO_MODELS)
     assert (out / "results.csv").read_text().startswith("model,params_total,params_active")
+    assert all(r["tokens_per_s_side_by_side"] > 0 and r["speed_rounds"] == demo.FAST_SPEED_ROUNDS for r in rows)
+    assert "timed side by side" in printed
+
+    # The side-by-side timing trains on from the checkpoints but never writes them.
+    checkpoints = {p: p.read_bytes() for p in out.glob("*/checkpoint.pt")}
+    assert len(checkpoints) == len(demo.DEMO_MODELS) + len(demo.CAPACITY_PROBE_MODELS)
+    models, trains = demo.demo_configs(True, out_dir=str(out))
+    seconds = demo.measure_step_speed(models, trains, corpus, rounds=1)
+    assert set(seconds) == set(demo.DEMO_MODELS) and min(seconds.values()) > 0
+    assert {p: p.read_bytes() for p in out.glob("*/checkpoint.pt")} == checkpoints
+
+
+def test_bench_demo_repeats_the_demo_and_records_the_spread(tmp_path, text_file, monkeypatch):
+    """kernels/bench_demo.py --quick --runs 2: both speed ratios per run, and their min/max over the runs."""
+    import importlib.util
+
+    from memlab.lab import demo
+
+    corpus = data_lib.load_text_file(text_file)
+    monkeypatch.setattr(data_lib, "load_corpus", lambda *a, **k: corpus)
+    monkeypatch.setattr(demo, "FAST_TRAIN", {**demo.FAST_TRAIN, "steps": 3, "eval_every": 3, "stats_every": 3})
+    spec = importlib.util.spec_from_file_location(
+        "bench_demo", Path(__file__).resolve().parents[1] / "kernels" / "bench_demo.py")
+    bench_demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_demo)
+    assert bench_demo.main(["--quick", "--runs", "2", "--out", str(tmp_path)]) == 0
+    files = list(tmp_path.glob("demo-*.json"))
+    assert len(files) == 1 and not list(tmp_path.glob("*.tmp"))
+    data = json.loads(files[0].read_text())
+    assert len(data["runs"]) == 2 and data["speed_rounds"] == demo.FAST_SPEED_ROUNDS
+    assert set(data["runs"][0]["ratios_to_dense"]) == {"memoryformer", "memoryplus"}
+    for key in ("memoryformer | side_by_side", "memoryformer | whole_runs", "memoryplus | side_by_side"):
+        s = data["spread"][key]
+        assert len(s["values"]) == 2 and 0 < s["min"] <= s["max"] and s["min"] in s["values"]
+    model, kind = "memoryformer", "side_by_side"
+    run = data["runs"][1]
+    assert run["ratios_to_dense"][model][kind] == pytest.approx(
+        run["tokens_per_s_side_by_side"][model] / run["tokens_per_s_side_by_side"]["dense"])

@@ -20,7 +20,8 @@ from .env import fast_mode
 from .models import ModelConfig
 from .plots import style_axes
 from .io import atomic_write_text
-from .train import TrainConfig, train
+from .timing import time_side_by_side
+from .train import TrainConfig, build_run, train, train_step
 
 DEMO_MODELS = ("dense", "memoryformer", "memoryplus")
 
@@ -161,7 +162,7 @@ COLUMNS = [
     ("held-out QA", "fact_qa_heldout", ".1%"),
 ]
 CSV_COLUMNS = [key for _, key, _ in COLUMNS] + ["steps", "tokens_trained", "train_seconds", "val_loss", "fact_chance",
-                                                "stopped_early"]
+                                                "stopped_early", "tokens_per_s_side_by_side"]
 
 
 def results_table(results: list[dict]) -> str:
@@ -238,11 +239,17 @@ def observations(results: list[dict]) -> list[str]:
             f"MemoryFormer needs {ratio:.0%} of dense FLOPs/token ({mf['flops_per_token']:,} vs {d['flops_per_token']:,}) "
             f"but stores {mf['memory_mb']:.0f} MB of tables ({mf['params_total'] / d['params_total']:.0f}× the parameters)."
         )
+        if "tokens_per_s_side_by_side" in mf and "tokens_per_s_side_by_side" in d:
+            speed = (f"MemoryFormer trains at {mf['tokens_per_s_side_by_side'] / d['tokens_per_s_side_by_side']:.2f}× "
+                     f"dense tokens/s, its training steps timed side by side with dense's after training (medians of "
+                     f"{mf['speed_rounds']} interleaved rounds; over the whole runs, one after the other, "
+                     f"{mf['tokens_per_s'] / d['tokens_per_s']:.2f}×, which the machine's drift over minutes blurs)")
+        else:
+            speed = f"MemoryFormer trains at {mf['tokens_per_s'] / d['tokens_per_s']:.2f}× dense tokens/s"
         notes.append(
-            f"Training speed on this machine: MemoryFormer {mf['tokens_per_s'] / d['tokens_per_s']:.2f}× dense tokens/s "
-            "(FLOPs are not time on a CPU. Profiled at this size: with dense AdamW the optimizer update of every table "
-            "row was ~30 % of a MemoryFormer step, hence the demo's row-sparse tables and lazy AdamW; the row "
-            "gathers and their backward are most of the rest)."
+            f"Training speed on this machine: {speed}. FLOPs are not time on a CPU. Profiled at this size: with dense "
+            "AdamW the optimizer update of every table row was ~30 % of a MemoryFormer step, hence the demo's "
+            "row-sparse tables and lazy AdamW; the row gathers and their backward are most of the rest."
         )
         behind = mf["val_ppl"] > d["val_ppl"]
         notes.append(
@@ -283,13 +290,39 @@ def observations(results: list[dict]) -> list[str]:
     return notes
 
 
+#: Rounds of ``measure_step_speed``: each round times one training step of every model, in shuffled order.
+SPEED_ROUNDS, FAST_SPEED_ROUNDS = 15, 3
+
+
+def measure_step_speed(models: dict[str, ModelConfig], trains: dict[str, TrainConfig], corpus,
+                       rounds: int = SPEED_ROUNDS) -> dict[str, float]:
+    """Median seconds per training step of each trained model, measured side by side.
+
+    The models train one after the other, minutes apart, and a shared machine's speed drifts over minutes (the
+    demo's MemoryFormer ÷ dense ratio of tokens/s over whole runs measured 1.16–1.32× in runs whose side-by-side
+    ratio was higher). So each model is restored from its checkpoint (weights and optimizer state at the end of
+    training: the hash tables' row usage, hence the row-sparse update's size, is the trained one) and
+    ``memlab.lab.timing.time_side_by_side`` times one ``train_step`` of each per round, interleaved. The steps train
+    on (nothing is saved: the checkpoints stay as training left them)."""
+    runs = {name: build_run(models[name], trains[name], resume=True, verbose=False, corpus=corpus) for name in models}
+    return time_side_by_side({name: (lambda run=run: train_step(run)) for name, run in runs.items()},
+                             rounds=rounds, min_time_per_round=0.0, warmup=2)
+
+
 def run_demo(fast: bool | None = None, steps: int | None = None, out_dir: str = "runs/demo",
              seconds_per_model: float | None = 150.0, verbose: bool = True) -> list[dict]:
-    """Train the three demo models one after the other and write results.json, results.csv and loss_curves.png."""
+    """Train the three demo models one after the other, time their training steps side by side
+    (``measure_step_speed``), and write results.json, results.csv and loss_curves.png."""
     fast = fast_mode() if fast is None else fast
     models, trains = demo_configs(fast, steps, out_dir, seconds_per_model)
     corpus = data_lib.load_corpus(verbose=verbose)
     results = [train(models[name], trains[name], verbose=verbose, corpus=corpus) for name in DEMO_MODELS]
+    rounds = FAST_SPEED_ROUNDS if fast else SPEED_ROUNDS
+    step_seconds = measure_step_speed(models, trains, corpus, rounds)
+    for r in results:
+        r["speed_rounds"], r["step_s_side_by_side"] = rounds, step_seconds[r["model"]]
+        r["tokens_per_s_side_by_side"] = trains[r["model"]].batch_size * models[r["model"]].seq_len / step_seconds[
+            r["model"]]
     out = Path(out_dir)
     slim = [{k: v for k, v in r.items() if k not in ("history", "usage")} for r in results]
     atomic_write_text(out / "results.json", json.dumps(slim, indent=1) + "\n")

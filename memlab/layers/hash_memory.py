@@ -15,6 +15,8 @@ from .._checks import DEFAULT_MAX_MEMORY_BYTES, check_float_input, check_memory,
 from ..addressing.hashing import bucket_probability, l1_bucket_weight, sign_codes
 from ..reading.bag import embedding_bag
 from ..reading.hash_bag import BACKENDS, WEIGHTINGS, check_divisible_by_tau, hash_read, read_backend
+from ..reading.hash_bag import resolve_hash_backend
+from ..reading.kernels import cpu
 from .hash_input import HASH_INPUTS, HashInput
 
 
@@ -118,11 +120,19 @@ class HashMemory(nn.Module):
         """Addressing step: (row indices into ``tables`` (..., K), weights (..., K)).
 
         Depends only on x, τ, t and the weighting, so layers with equal settings can share one call (MemoryFormer's
-        Q, K and V projections hash once).
+        Q, K and V projections hash once). fp32 CPU input with backend "auto" or "c": one C call with a closed-form
+        backward (``kernels.cpu.hash_address_c``); otherwise the equations of ``memlab.hashing`` (``sign_codes``,
+        ``bucket_probability``) as torch ops. Same numbers up to fp32 rounding; the gradient for x is the closed form
+        in both (``hash_read``'s module docstring says where it differs from autograd through ``abs``: at z = 0).
         """
         z = self.chunks(x)
         if self.input_map is not None and self.training:
             self.input_map.update_(x)
+        x2d = z.reshape(-1, self.num_tables * self.tau)
+        if resolve_hash_backend(self.backend, x2d, self.tables) == "c":
+            rows, weights = cpu.hash_address_c(x2d, self.num_tables, self.tau, self.temperature,
+                                               self.weighting == "l1")
+            return rows.view(z.shape[:-1]), weights.view(z.shape[:-1])
         return sign_codes(z) + self.table_offsets, self._chunk_weights(z)
 
     def read(self, indices: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

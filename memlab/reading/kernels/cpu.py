@@ -78,6 +78,7 @@ class _Kernels(NamedTuple):
     bag_forward: Callable
     lazy_adamw: Callable
     product_topk: Callable
+    address: Callable
 
 
 @functools.lru_cache(maxsize=None)
@@ -143,7 +144,7 @@ def _library() -> _Kernels | None:
             forward, backward = lib.memlab_hash_forward, lib.memlab_hash_backward
             backward_rows, addressing = lib.memlab_hash_backward_rows, lib.memlab_hash_addressing_grad
             bag_forward, lazy_adamw = lib.memlab_bag_forward, lib.memlab_lazy_adamw
-            product_topk = lib.memlab_product_topk
+            product_topk, address = lib.memlab_product_topk, lib.memlab_hash_address
         except (OSError, AttributeError, subprocess.SubprocessError) as error:
             reason = _failure_reason(error)
             continue
@@ -160,7 +161,9 @@ def _library() -> _Kernels | None:
         lazy_adamw.argtypes = [ptr] * 5 + [i64] * 2 + [ctypes.c_double] * 7 + [ctypes.c_int]
         product_topk.restype = None
         product_topk.argtypes = [ptr] * 2 + [i64] * 6 + [ptr] * 2 + [ctypes.c_int] * 2
-        return _Kernels(forward, backward, backward_rows, addressing, bag_forward, lazy_adamw, product_topk)
+        address.restype = ctypes.c_int
+        address.argtypes = [ptr] * 3 + [i64] * 3 + [ctypes.c_float, ctypes.c_int, ctypes.c_int]
+        return _Kernels(forward, backward, backward_rows, addressing, bag_forward, lazy_adamw, product_topk, address)
     _warn_fallback(f"building {C_SOURCE_FILE.name} with {cc} failed: {reason}")
     return None
 
@@ -275,6 +278,59 @@ def addressing_grad(x2d: torch.Tensor, grad_w: torch.Tensor, num_tables: int, ta
     return grad_x
 
 
+def hash_address(x2d: torch.Tensor, num_tables: int, tau: int, temperature: float, l1: bool,
+                 threads: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """MemoryFormer's addressing alone in one C call: x2d (N, K·τ) fp32 → rows (N, K) int64 into the stacked tables and
+    weights (N, K) fp32, the numbers of ``torch_hash.hash_address`` up to fp32 rounding. No autograd
+    (``hash_address_c`` adds it). Call only when ``available()``."""
+    x2d = x2d.contiguous()
+    n = x2d.shape[0]
+    rows = torch.empty(n, num_tables, dtype=torch.int64)
+    w = torch.empty(n, num_tables, dtype=torch.float32)
+    if n and _library().address(x2d.data_ptr(), rows.data_ptr(), w.data_ptr(), n, num_tables, tau, 2.0 / temperature,
+                                int(l1), _thread_count(threads, n * num_tables * tau * 32)):
+        raise MemoryError(f"memlab C kernel could not allocate scratch buffers for {n} tokens; pass fewer tokens")
+    return rows, w
+
+
+def _input_grad(x2d: torch.Tensor, grad_w: torch.Tensor, num_tables: int, tau: int, temperature: float,
+                l1: bool) -> torch.Tensor:
+    """∂L/∂x from ∂L/∂w: the C closed form, or torch's for τ > 64 (the C one keeps a chunk's τ factors on the stack)."""
+    if tau <= 64:
+        return addressing_grad(x2d, grad_w, num_tables, tau, temperature, l1)
+    from .torch_hash import addressing_grad as addressing_grad_torch
+
+    return addressing_grad_torch(x2d, grad_w, num_tables, tau, temperature, l1)
+
+
+class HashAddressC(torch.autograd.Function):
+    """``hash_address`` with a gradient for x through the weights: forward one C call, backward ``addressing_grad``
+    (the closed form every backend shares). fp32 CPU; not twice differentiable."""
+
+    @staticmethod
+    def forward(ctx, x2d, num_tables, tau, temperature, l1):
+        rows, w = hash_address(x2d, num_tables, tau, temperature, l1)
+        ctx.save_for_backward(x2d)
+        ctx.shape = (num_tables, tau, temperature, l1)
+        ctx.mark_non_differentiable(rows)
+        return rows, w
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_rows, grad_w):
+        (x2d,) = ctx.saved_tensors
+        return _input_grad(x2d, grad_w, *ctx.shape), None, None, None, None
+
+
+def hash_address_c(x2d: torch.Tensor, num_tables: int, tau: int, temperature: float,
+                   l1: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """``HashMemory.address``'s C path: (rows, weights), differentiable in x when x needs a gradient. Call only when
+    ``available()`` and x2d is an fp32 CPU tensor."""
+    if torch.is_grad_enabled() and x2d.requires_grad:
+        return HashAddressC.apply(x2d, num_tables, tau, temperature, l1)
+    return hash_address(x2d, num_tables, tau, temperature, l1)
+
+
 class HashReadC(torch.autograd.Function):
     """hash_read on the C kernel, with gradients: forward = ``hash_forward`` (keeping the addresses), backward =
     ``gather_backward`` (table gradient, dense or row-sparse, and ∂L/∂w in one pass) + ``addressing_grad`` (the closed
@@ -295,14 +351,7 @@ class HashReadC(torch.autograd.Function):
         x2d, tables, rows, w = ctx.saved_tensors
         need_x, need_tables, need_bias = ctx.needs_input_grad[:3]
         grad_tables, grad_w = gather_backward(grad_out, tables, rows, w, need_tables, need_x, sparse=ctx.sparse)
-        grad_x = None
-        if need_x:
-            if ctx.shape[1] <= 64:
-                grad_x = addressing_grad(x2d, grad_w, *ctx.shape)
-            else:  # the C closed form keeps one chunk's τ factors on the stack
-                from .torch_hash import addressing_grad as addressing_grad_torch
-
-                grad_x = addressing_grad_torch(x2d, grad_w, *ctx.shape)
+        grad_x = _input_grad(x2d, grad_w, *ctx.shape) if need_x else None
         grad_bias = grad_out.sum(0) if need_bias else None
         return grad_x, grad_tables, grad_bias, None, None, None, None, None
 

@@ -124,6 +124,26 @@ int memlab_hash_forward(const float *x, const float *table, const float *bias, f
     return status;
 }
 
+/* Addressing alone: rows (n_tok, K) and w (n_tok, K) of every token, tokens split over threads. MemoryFormer's attention
+   hashes once and reads its Q, K and V tables with the same addresses (memlab_bag_forward); this is that hash, without
+   the ~20 torch ops of the equations. Returns 0 on success, 1 if out of memory. */
+int memlab_hash_address(const float *x, int64_t *rows, float *w, int64_t n_tok, int64_t K, int64_t tau, float scale,
+                        int l1, int threads) {
+    if (threads < 1) threads = 1;
+    float *sig = (float *)malloc(sizeof(float) * (K * tau * threads + 1));
+    if (!sig) return 1;
+    #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+    for (int64_t n = 0; n < n_tok; n++) {
+        int64_t t = 0;
+#ifdef _OPENMP
+        t = omp_get_thread_num();
+#endif
+        address_token(x + n * K * tau, K, tau, scale, l1, rows + n * K, w + n * K, sig + t * K * tau);
+    }
+    free(sig);
+    return 0;
+}
+
 /* Backward of the gather, thread t of nt, columns [c0, c1): grad_table[rows[n,k]] += w[n,k] g[n] and the partial dot
    products gw[n,k] = <g[n], table[rows[n,k]]> over these columns. Threads own disjoint columns, so no two write the
    same grad_table element (no atomics); tables in groups of GROUP as in the forward, so the group's rows and
