@@ -1,6 +1,7 @@
 """memlab kernel benchmarks: bytes moved, time, GB/s, % of peak bandwidth, ratio to F.embedding_bag — one run.
 
-    python kernels/bench.py            # full run (~3 min on a 2-core CPU), writes kernels/results/<device>.json
+    python kernels/bench.py            # full run (~3.5 min on a 2-core CPU), writes kernels/results/<device>.json
+    python kernels/bench.py --runs 3   # three full runs in one process: the first run's rows + each ratio's spread
     python kernels/bench.py --quick    # small sizes, a few seconds (tests use it with --out to a temp dir)
     python kernels/bench.py --install-peer .peer   # also the PyPI product-key-memory package, installed into .peer
     python kernels/bench.py --peer .peer           # ... or already installed there
@@ -12,7 +13,8 @@ What is measured where:
   memlab.lab.timing.time_side_by_side (interleaved rounds, medians). Peak = a STREAM-like copy measured in the same run.
   Plus the HashMemory vs nn.Linear ladder: what each step of the fused CPU path bought, and forward+backward with a
   dense and a row-sparse table gradient.
-* Product keys (``bench_product_keys``): ProductKeyMemory and MemoryPlus forward at 1 token against nn.Linear, each
+* Product keys (``bench_product_keys``): ProductKeyMemory and MemoryPlus forward at 1 token against nn.Linear (one
+  layer called again and again, and ``bench_product_keys_dram``'s stacks larger than the last-level cache), each
   layer's bytes per token (``memlab.lab.roofline.step_bytes``: query projection, half-keys, values read, gate
   projections) and its time as a multiple of what those bytes take at the measured copy bandwidth; then forward +
   backward at 2048 tokens against the most used PyPI implementation (``product-key-memory``'s ``PKM``), the same

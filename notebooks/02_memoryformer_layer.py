@@ -335,21 +335,31 @@ for n_tok, r in measured.items():
           f"against {flop_ratio:.2f}× if time followed FLOPs)")
 
 # %% [markdown]
-# Where does the time go? `forward` may fuse the two steps (on the torch backend memlab's does); timing the public
-# steps separately — addressing (codes and $p$) and reading (the weighted EmbeddingBag) — shows what an unfused
-# implementation pays for each, next to the dense layer and the fused forward:
+# Where does the time go? `forward` fuses the two steps; timing the public steps separately — addressing (codes and
+# $p$) and reading (the weighted EmbeddingBag) — shows what an unfused implementation pays for each, next to the dense
+# layer and the fused forward. Addressing is timed twice: as the equations of `memlab.hashing` in torch ops (a dozen
+# small ops, each with its own per-call overhead), and as `hm.address`, which on an fp32 CPU is one C call:
 
 # %%
+def address_in_torch_ops(layer, x):
+    """The addressing step as the equations, op by op: what HashMemory.address does off the C path."""
+    z = layer.chunks(x)
+    return hashing.sign_codes(z) + layer.table_offsets, hashing.bucket_probability(z, layer.temperature)
+
+
 with torch.no_grad():
     for n_tok in token_counts:
         xt = torch.randn(n_tok, d)
         idx_t, w_t = hm.address(xt)
+        assert torch.equal(idx_t, address_in_torch_ops(hm, xt)[0])
         times = time_side_by_side({"linear": lambda: linear(xt), "forward": lambda: hm(xt),
+                                   "address, torch ops": lambda: address_in_torch_ops(hm, xt),
                                    "address": lambda: hm.address(xt), "read": lambda: hm.read(idx_t, w_t)},
                                   rounds=rounds)
         r = ratios_to(times, "linear")
-        print(f"{n_tok:5d} tokens, time relative to nn.Linear:  forward {r['forward']:.2f}×   "
-              f"addressing {r['address']:.2f}×   reading {r['read']:.2f}×")
+        print(f"{n_tok:5d} tokens, time relative to nn.Linear:  forward {r['forward']:.2f}×   addressing "
+              f"{r['address, torch ops']:.2f}× in torch ops, {r['address']:.2f}× via hm.address   "
+              f"reading {r['read']:.2f}×")
 
 # %% [markdown]
 # **The honest lesson.** Read the ratios just printed (they come from this run, on whatever machine executed it). The
