@@ -370,12 +370,14 @@ plt.show()
 # **From this notebook's runs (one seed each).** The MemoryFormer computes 22 % of the dense model's FLOPs per token
 # but holds 21× its parameters (69 MB of tables). On this CPU it trains at about the dense model's speed — within a
 # factor of two, nowhere near the 4.5× its FLOPs promise, because gathers, the table gradients and the optimizer's
-# update of every table row cost time that FLOPs do not count (Exercise 3). In perplexity the MoE comes first and
-# Memory+ second, both ahead of dense; PKM, the MemoryFormer and PEER come after dense, PEER last.
+# update of every table row cost time that FLOPs do not count (Exercise 3). In perplexity the MoE comes first and the
+# MemoryFormer comes after dense; the printed order of the others is this run's.
 #
 # **From three seeds (§7).** Only the MoE is ahead of dense with confidence intervals that do not overlap; the
 # MemoryFormer is behind dense (at a quarter of its FLOPs); Memory+, PKM and PEER lie within dense's interval — so
-# this run's "Memory+ ahead of dense" and "PEER last" are not evidence of anything. The paper's Memory+
+# where this run puts them against dense is not evidence of anything. Executions of this notebook on different
+# days have put Memory+ on either side of dense, with the same seed and no change to its code: one run orders models
+# at random inside their intervals. The paper's Memory+
 # advantage (its main table) comes from 1.3B-parameter models trained on 1T tokens, and the MemoryFormer's lead over
 # Pythia (Table 1) from far longer training than 150 steps.
 #
@@ -402,9 +404,7 @@ if not FAST:  # this notebook's runs
     assert round(flops_ratio, 2) == 0.22 and round(mf["params_total"] / d["params_total"]) == 21
     assert round(mf["memory_mb"]) == 69
     assert 0.5 < speed_ratio < 2.0
-    assert ranking[0] == "moe" and ranking[1] == "memoryplus" and ranking[-1] == "peer"
-    assert results["memoryplus"]["val_ppl"] < d["val_ppl"]
-    assert all(results[m]["val_ppl"] > d["val_ppl"] for m in ("memoryformer", "pkm", "peer"))
+    assert ranking[0] == "moe" and results["memoryformer"]["val_ppl"] > d["val_ppl"]
 
 # %% [markdown]
 # ## 9. Samples
@@ -537,9 +537,9 @@ if not FAST:
 #   of 1,024 bytes gives a gradient to fewer than 60 % of their rows.
 # - `train()` adds the LR schedule, facts in the batches, evaluation, usage statistics, atomic checkpoints and exact
 #   resume.
-# - One seed each (§6): MemoryFormer at 22 % of dense FLOPs/token trains at about dense speed on a CPU; MoE and
-#   Memory+ ahead of dense, PKM, MemoryFormer and PEER behind. With three seeds (§7, notebook 06): only MoE is ahead of dense beyond the CIs,
-#   MemoryFormer behind, Memory+/PKM/PEER within dense's CI.
+# - One seed each (§6): MemoryFormer at 22 % of dense FLOPs/token trains at about dense speed on a CPU; MoE ahead of
+#   dense, MemoryFormer behind, the others where this run put them. With three seeds (§7, notebook 06): only MoE is
+#   ahead of dense beyond the CIs, MemoryFormer behind, Memory+/PKM/PEER within dense's CI.
 # - Samples are not English: mostly invented words of English shape (fewer than half of the 4+-letter words exist).
 # - The fact probe scores 0 %: ~1,400 bits of facts are far below capacity, but each fact is seen only ≈ 4 times —
 #   notebook 07 asks the question properly.

@@ -298,9 +298,9 @@ def measure_step_speed(models: dict[str, ModelConfig], trains: dict[str, TrainCo
                        rounds: int = SPEED_ROUNDS) -> dict[str, float]:
     """Median seconds per training step of each trained model, measured side by side.
 
-    The models train one after the other, minutes apart, and a shared machine's speed drifts over minutes (the
-    demo's MemoryFormer ÷ dense ratio of tokens/s over whole runs measured 1.16–1.32× in runs whose side-by-side
-    ratio was higher). So each model is restored from its checkpoint (weights and optimizer state at the end of
+    The models train one after the other, minutes apart, and a shared machine's speed drifts over minutes (three
+    runs of ``kernels/bench_demo.py``: MemoryFormer ÷ dense tokens/s over the whole runs 1.28–1.79×, side by side
+    1.25–1.36×; ``kernels/README.md``). So each model is restored from its checkpoint (weights and optimizer state at the end of
     training: the hash tables' row usage, hence the row-sparse update's size, is the trained one) and
     ``memlab.lab.timing.time_side_by_side`` times one ``train_step`` of each per round, interleaved. The steps train
     on (nothing is saved: the checkpoints stay as training left them)."""

@@ -122,8 +122,9 @@ class HashMemory(nn.Module):
         Depends only on x, τ, t and the weighting, so layers with equal settings can share one call (MemoryFormer's
         Q, K and V projections hash once). fp32 CPU input with backend "auto" or "c": one C call with a closed-form
         backward (``kernels.cpu.hash_address_c``); otherwise the equations of ``memlab.hashing`` (``sign_codes``,
-        ``bucket_probability``) as torch ops. Same numbers up to fp32 rounding; the gradient for x is the closed form
-        in both (``hash_read``'s module docstring says where it differs from autograd through ``abs``: at z = 0).
+        ``bucket_probability``) as torch ops, differentiated by autograd. Same numbers up to fp32 rounding. The C
+        path's gradient for x is the closed form every ``hash_read`` backend uses, which differs from autograd
+        through ``abs`` only at z = 0 (``hash_read``'s module docstring).
         """
         z = self.chunks(x)
         if self.input_map is not None and self.training:
