@@ -371,20 +371,36 @@ def bench_product_keys_dram(d: int, n_keys: int, heads: int, topk: int, quick: b
     return rows
 
 
-def bench_arguments(description: str, quick_help: str, out_help: str) -> argparse.ArgumentParser:
-    """The options every memlab benchmark script takes: --quick, --out, --threads."""
+def bench_arguments(description: str, quick_help: str, out_help: str,
+                    runs: int | None = None) -> argparse.ArgumentParser:
+    """The options every memlab benchmark script takes: --quick, --out, --threads; and --runs (default ``runs``) for
+    a script that repeats its whole measurement."""
     ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--quick", action="store_true", help=quick_help)
     ap.add_argument("--out", type=Path, default=HERE / "results", help=out_help)
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads before measuring")
+    if runs is not None:
+        ap.add_argument("--runs", type=int, default=runs,
+                        help=f"repeat the whole measurement this many times in one process (default {runs}); the "
+                             "file records each headline figure in every run and its min and max (the spread a "
+                             "verdict must survive)")
     return ap
 
 
 def parse_bench_arguments(ap: argparse.ArgumentParser, argv) -> argparse.Namespace:
     args = ap.parse_args(argv)
+    if getattr(args, "runs", 1) < 1:
+        ap.error(f"--runs {args.runs}: give at least 1")
     if args.threads:
         torch.set_num_threads(args.threads)
     return args
+
+
+def start_log(args: argparse.Namespace) -> tuple["Log", str]:
+    """The run's log, opened with the device, torch version, threads and mode; and the device's name."""
+    log, name = Log(), device_name()
+    log(f"device: {name}  torch {torch.__version__}  threads {torch.get_num_threads()}  quick={args.quick}")
+    return log, name
 
 
 class Log:
@@ -396,6 +412,15 @@ class Log:
     def __call__(self, line: str) -> None:
         print(line, flush=True)
         self.lines.append(line)
+
+
+def write_result(out: Path, prefix: str, device: str, payload: dict) -> Path:
+    """Write a benchmark's payload to ``out/<prefix><device slug>.json`` atomically (temp file + ``os.replace``) and
+    say where."""
+    path = out / f"{prefix}{slug(device)}.json"
+    atomic_write_json(path, payload)
+    print(f"wrote {path}")
+    return path
 
 
 def result_header(name: str, quick: bool) -> dict:
@@ -447,20 +472,14 @@ def measure(args, log, peer_class) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = bench_arguments(__doc__.split("\n")[0], "small sizes, a few seconds (for tests)", "directory for <device>.json")
+    ap = bench_arguments(__doc__.split("\n")[0], "small sizes, a few seconds (for tests)", "directory for <device>.json",
+                         runs=1)  # the file keeps the first run's rows, and each headline ratio's spread
     ap.add_argument("--peer", type=Path, default=None, help="import the PyPI product-key-memory from this directory")
     ap.add_argument("--install-peer", type=Path, default=None,
                     help="pip install --target DIR --no-deps the PyPI product-key-memory (and its pure-Python "
                          "imports) first, then compare with it")
-    ap.add_argument("--runs", type=int, default=1,
-                    help="repeat the whole run this many times in one process; the file keeps the first run's rows "
-                         "and, per headline ratio, its min and max over all runs (the spread a verdict must survive)")
     args = parse_bench_arguments(ap, argv)
-    if args.runs < 1:
-        ap.error(f"--runs {args.runs}: give at least 1")
-    log = Log()
-    name = device_name()
-    log(f"device: {name}  torch {torch.__version__}  threads {torch.get_num_threads()}  quick={args.quick}")
+    log, name = start_log(args)
     peer_class = load_peer(args.peer, args.install_peer, log)
     runs = []
     for i in range(args.runs):
@@ -474,9 +493,7 @@ def main(argv=None) -> int:
         **runs[0], "runs": args.runs, "spread": spread([headline(r) for r in runs]),
         "peak_GBps_all_runs": [r["peak_GBps"] for r in runs], "log": log.lines,
     }
-    path = args.out / f"{slug(name)}.json"
-    atomic_write_json(path, payload)
-    print(f"wrote {path}")
+    write_result(args.out, "", name, payload)
     return 0
 
 

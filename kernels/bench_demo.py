@@ -20,17 +20,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-import torch
-
 HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
 # bench.py only defines helpers at import (and sets TRITON_INTERPRET=0 if unset when there is no GPU)
-from bench import Log, bench_arguments, device_name, parse_bench_arguments, result_header, slug  # noqa: E402
+from bench import bench_arguments, parse_bench_arguments, result_header, start_log, write_result  # noqa: E402
 
 from memlab.lab import demo  # noqa: E402
-from memlab.lab.io import atomic_write_json  # noqa: E402
 
 BASELINE = "dense"
 
@@ -46,14 +43,9 @@ def speed_ratios(results: list[dict]) -> dict[str, dict[str, float]]:
 
 def main(argv=None) -> int:
     ap = bench_arguments(__doc__.split("\n")[0], "the demo's fast sizes, seconds (for tests)",
-                         "directory for demo-<device>.json")
-    ap.add_argument("--runs", type=int, default=3, help="how many times to run the demo's training (default 3)")
+                         "directory for demo-<device>.json", runs=3)
     args = parse_bench_arguments(ap, argv)
-    if args.runs < 1:
-        ap.error(f"--runs {args.runs}: give at least 1")
-    log = Log()
-    name = device_name()
-    log(f"device: {name}  torch {torch.__version__}  threads {torch.get_num_threads()}  quick={args.quick}")
+    log, name = start_log(args)
     runs = []
     for i in range(args.runs):
         load_before = os.getloadavg()
@@ -76,9 +68,7 @@ def main(argv=None) -> int:
     payload = {**result_header(name, args.quick), "what": "memlab.lab.demo.run_demo, --runs times",
                "speed_rounds": demo.FAST_SPEED_ROUNDS if args.quick else demo.SPEED_ROUNDS,
                "runs": runs, "spread": spread, "log": log.lines}
-    path = args.out / f"demo-{slug(name)}.json"
-    atomic_write_json(path, payload)
-    print(f"wrote {path}")
+    write_result(args.out, "demo-", name, payload)
     return 0
 
 

@@ -35,11 +35,10 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-from bench import Log, bench_arguments, device_name, parse_bench_arguments, result_header, slug  # noqa: E402
+from bench import Log, bench_arguments, device_name, parse_bench_arguments, result_header, write_result  # noqa: E402
 
 from memlab.lab import comm_model  # noqa: E402
 from memlab.lab.distributed import run_ranks  # noqa: E402
-from memlab.lab.io import atomic_write_json  # noqa: E402
 from memlab.lab.parallel_checks import step_timing  # noqa: E402
 
 
@@ -110,9 +109,7 @@ def main(argv=None) -> int:
         "bytes": "per token each rank owns, handed to the exchange's collectives (token counts excluded)",
         "row": row, "paper_setting_modelled": paper, "log": log.lines,
     }
-    path = args.out / f"parallel-{slug(name)}.json"
-    atomic_write_json(path, payload)
-    print(f"wrote {path}")
+    write_result(args.out, "parallel-", name, payload)
     return 0
 
 

@@ -37,11 +37,10 @@ if str(HERE) not in sys.path:
 
 # bench.py only defines helpers at import (and sets TRITON_INTERPRET=0 if unset when there is no GPU)
 from bench import (  # noqa: E402
-    DEVICE, Log, bench_arguments, device_name, parse_bench_arguments, result_header, slug,
+    DEVICE, bench_arguments, parse_bench_arguments, result_header, start_log, write_result,
 )
 
 import memlab  # noqa: E402
-from memlab.lab.io import atomic_write_json  # noqa: E402
 from memlab.lab.timing import time_side_by_side  # noqa: E402
 
 METHODS = {  # name: (row-sparse gradient?, optimizer factory)
@@ -98,11 +97,9 @@ def main(argv=None) -> int:
     n_keys, heads, topk = (64, 4, 8) if args.quick else (1024, 4, 32)
     dim = args.dim or (32 if args.quick else 256)
     token_counts = (4, 64) if args.quick else (16, 256, 2048)
-    log = Log()
-    name = device_name()
+    log, name = start_log(args)
     rows = n_keys**2
     e = torch.empty((), dtype=torch.float32).element_size()
-    log(f"device: {name}  torch {torch.__version__}  threads {torch.get_num_threads()}  quick={args.quick}")
     log(f"value table {rows} rows × {dim} fp32 ({rows * dim * e / 2**30:.2f} GiB), heads={heads}, topk={topk}")
     torch.manual_seed(0)
     values = memlab.SharedValues(rows, dim).to(DEVICE)
@@ -145,9 +142,7 @@ def main(argv=None) -> int:
         "bytes_written_estimate": "dense 4·R·d·e (grad + param + 2 moments); row-sparse 4·U·d·e (U distinct rows read)",
         "results": results, "log": log.lines,
     }
-    path = args.out / f"sparse-{slug(name)}.json"
-    atomic_write_json(path, payload)
-    print(f"wrote {path}")
+    write_result(args.out, "sparse-", name, payload)
     return 0
 
 

@@ -402,3 +402,17 @@ def test_teaching_kernel_matches_reference(dim, dtype):
     out = embedding_bag_one_row(table, idx, w, block_d=64)  # dim 123: two column tiles, masked tail
     tol = TOL[dtype]
     torch.testing.assert_close(out.double().cpu(), _reference(table, idx, w), atol=tol * 10, rtol=tol)
+
+
+@pytest.mark.skipif(not cpu.available(), reason="no C compiler: the pure-torch path is used")
+def test_c_address_refuses_a_double_backward():
+    """The C path's closed-form backward is not itself differentiable: create_graph=True gets one clear error (the
+    torch path, backend="torch", differentiates twice)."""
+    torch.manual_seed(6)
+    x = torch.randn(3, 16, requires_grad=True)
+    w = HashMemory(16, 4, tau=4).address(x)[1]
+    with pytest.raises(RuntimeError, match="not twice differentiable.*backend='torch'"):
+        torch.autograd.grad(w.sum(), x, create_graph=True)
+    w_torch = HashMemory(16, 4, tau=4, backend="torch").address(x)[1]
+    (g,) = torch.autograd.grad(w_torch.sum(), x, create_graph=True)
+    assert g.requires_grad

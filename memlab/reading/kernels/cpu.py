@@ -33,6 +33,9 @@ from typing import NamedTuple
 
 import torch
 
+from .torch_hash import HashAddress
+from .torch_hash import addressing_grad as addressing_grad_torch
+
 C_SOURCE_FILE = Path(__file__).with_name("hash_cpu.c")
 
 #: Set ``MEMLAB_CPU_KERNEL=0`` to force the pure-torch path (for comparisons, or if the build misbehaves).
@@ -295,39 +298,23 @@ def hash_address(x2d: torch.Tensor, num_tables: int, tau: int, temperature: floa
 
 def _input_grad(x2d: torch.Tensor, grad_w: torch.Tensor, num_tables: int, tau: int, temperature: float,
                 l1: bool) -> torch.Tensor:
-    """∂L/∂x from ∂L/∂w: the C closed form, or torch's for τ > 64 (the C one keeps a chunk's τ factors on the stack)."""
+    """∂L/∂x from ∂L/∂w: the C closed form, or torch's for τ > 64 (the C one keeps a chunk's τ factors on the stack).
+    Not differentiable itself: a double backward (``create_graph=True``) gets one clear error, never zeros."""
+    if torch.is_grad_enabled() and (grad_w.requires_grad or x2d.requires_grad):
+        raise RuntimeError("memlab's C addressing is not twice differentiable; for a double backward build the layer "
+                           "with backend='torch'")
     if tau <= 64:
         return addressing_grad(x2d, grad_w, num_tables, tau, temperature, l1)
-    from .torch_hash import addressing_grad as addressing_grad_torch
-
     return addressing_grad_torch(x2d, grad_w, num_tables, tau, temperature, l1)
-
-
-class HashAddressC(torch.autograd.Function):
-    """``hash_address`` with a gradient for x through the weights: forward one C call, backward ``addressing_grad``
-    (the closed form every backend shares). fp32 CPU; not twice differentiable."""
-
-    @staticmethod
-    def forward(ctx, x2d, num_tables, tau, temperature, l1):
-        rows, w = hash_address(x2d, num_tables, tau, temperature, l1)
-        ctx.save_for_backward(x2d)
-        ctx.shape = (num_tables, tau, temperature, l1)
-        ctx.mark_non_differentiable(rows)
-        return rows, w
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_rows, grad_w):
-        (x2d,) = ctx.saved_tensors
-        return _input_grad(x2d, grad_w, *ctx.shape), None, None, None, None
 
 
 def hash_address_c(x2d: torch.Tensor, num_tables: int, tau: int, temperature: float,
                    l1: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """``HashMemory.address``'s C path: (rows, weights), differentiable in x when x needs a gradient. Call only when
-    ``available()`` and x2d is an fp32 CPU tensor."""
+    """``HashMemory.address``'s C path: (rows, weights), differentiable in x when x needs a gradient (one autograd
+    node, ``torch_hash.HashAddress`` with this module's forward and closed-form backward; not twice differentiable).
+    Call only when ``available()`` and x2d is an fp32 CPU tensor."""
     if torch.is_grad_enabled() and x2d.requires_grad:
-        return HashAddressC.apply(x2d, num_tables, tau, temperature, l1)
+        return HashAddress.apply(x2d, num_tables, tau, temperature, l1, (hash_address, _input_grad))
     return hash_address(x2d, num_tables, tau, temperature, l1)
 
 

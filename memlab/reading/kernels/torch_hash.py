@@ -51,11 +51,15 @@ def addressing_grad(x2d: torch.Tensor, grad_w: torch.Tensor, num_tables: int, ta
 
 
 class HashAddress(torch.autograd.Function):
-    """x2d (N, K·τ) → (rows (N, K) int64, weights (N, K)); differentiable in x through the weights."""
+    """x2d (N, K·τ) → (rows (N, K) int64, weights (N, K)); differentiable in x through the weights.
+
+    ``kernels``: (address, input_grad), the two functions of a backend with the signatures of ``hash_address`` and
+    ``addressing_grad`` (default: these, in torch ops; the C backend passes its own, ``cpu.hash_address_c``)."""
 
     @staticmethod
-    def forward(ctx, x2d, num_tables, tau, temperature, l1):
-        rows, w = hash_address(x2d, num_tables, tau, temperature, l1)
+    def forward(ctx, x2d, num_tables, tau, temperature, l1, kernels=None):
+        address, ctx.input_grad = kernels or (hash_address, addressing_grad)
+        rows, w = address(x2d, num_tables, tau, temperature, l1)
         ctx.save_for_backward(x2d)
         ctx.shape = (num_tables, tau, temperature, l1)
         ctx.mark_non_differentiable(rows)
@@ -64,7 +68,7 @@ class HashAddress(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_rows, grad_w):
         (x2d,) = ctx.saved_tensors
-        return addressing_grad(x2d, grad_w, *ctx.shape), None, None, None, None
+        return ctx.input_grad(x2d, grad_w, *ctx.shape), None, None, None, None, None
 
 
 def hash_read_torch(x2d: torch.Tensor, tables: torch.Tensor, bias: torch.Tensor | None, num_tables: int, tau: int,
