@@ -43,6 +43,7 @@ import torch
 
 from memlab import flops, hashing, plots
 from memlab.lab.timing import ratios_to, time_side_by_side
+from memlab.reading.kernels import torch_hash  # addressing as torch ops: what HashMemory.address runs off the C path
 
 torch.manual_seed(0)
 print("fast mode:", FAST)
@@ -341,19 +342,14 @@ for n_tok, r in measured.items():
 # small ops, each with its own per-call overhead), and as `hm.address`, which on an fp32 CPU is one C call:
 
 # %%
-def address_in_torch_ops(layer, x):
-    """The addressing step as the equations, op by op: what HashMemory.address does off the C path."""
-    z = layer.chunks(x)
-    return hashing.sign_codes(z) + layer.table_offsets, hashing.bucket_probability(z, layer.temperature)
-
-
 with torch.no_grad():
     for n_tok in token_counts:
         xt = torch.randn(n_tok, d)
         idx_t, w_t = hm.address(xt)
-        assert torch.equal(idx_t, address_in_torch_ops(hm, xt)[0])
+        assert torch.equal(idx_t, torch_hash.hash_address(xt, hm.num_tables, hm.tau, hm.temperature, False)[0])
         times = time_side_by_side({"linear": lambda: linear(xt), "forward": lambda: hm(xt),
-                                   "address, torch ops": lambda: address_in_torch_ops(hm, xt),
+                                   "address, torch ops": lambda: torch_hash.hash_address(
+                                       xt, hm.num_tables, hm.tau, hm.temperature, False),
                                    "address": lambda: hm.address(xt), "read": lambda: hm.read(idx_t, w_t)},
                                   rounds=rounds)
         r = ratios_to(times, "linear")
